@@ -1,0 +1,228 @@
+"""The device contract: a physical layer is a black box that maps a batch of inputs to outputs.
+
+Everything in physnn that touches a physical system (simulator, fitted twin, serial hardware)
+goes through :class:`Device`. The base class owns what must be identical for every backend:
+input validation before anything reaches hardware, accounting, seeded randomness and the
+open/close lifecycle. Backends implement only :meth:`Device._measure`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class Domain:
+    """Allowed input values: a continuous range ``[lo, hi]`` or a finite set of ``levels``."""
+
+    lo: float = 0.0
+    hi: float = 1.0
+    levels: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.levels is not None:
+            levels = tuple(sorted(float(v) for v in self.levels))
+            if len(levels) < 2:
+                raise ValueError(f"a discrete domain needs at least 2 levels, got {levels}")
+            object.__setattr__(self, "levels", levels)
+            object.__setattr__(self, "lo", levels[0])
+            object.__setattr__(self, "hi", levels[-1])
+        elif not self.lo < self.hi:
+            raise ValueError(f"domain needs lo < hi, got [{self.lo}, {self.hi}]")
+
+    def describe(self) -> str:
+        if self.levels is not None:
+            return "levels {" + ", ".join(f"{v:g}" for v in self.levels) + "}"
+        return f"[{self.lo:g}, {self.hi:g}]"
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Clip into the range, or snap to the nearest level."""
+        if self.levels is None:
+            return x.clamp(self.lo, self.hi)
+        lv = torch.tensor(self.levels, dtype=x.dtype, device=x.device)
+        return lv[(x.unsqueeze(-1) - lv).abs().argmin(-1)]
+
+    def violations(self, x: torch.Tensor) -> torch.Tensor:
+        """Boolean mask of entries outside the domain."""
+        if self.levels is None:
+            return (x < self.lo) | (x > self.hi)
+        lv = torch.tensor(self.levels, dtype=x.dtype, device=x.device)
+        tol = 1e-6 * max(1.0, max(abs(v) for v in self.levels))
+        return ((x.unsqueeze(-1) - lv).abs() > tol).all(-1)
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """What a user must know to wire a device into a network."""
+
+    name: str
+    n_in: int
+    n_out: int
+    domain: Domain = field(default_factory=Domain)
+    output_units: str = "a.u."
+    time_per_query_s: float = 0.0
+    """Device time one sample costs (frame period, settling time); used for accounting."""
+    energy_per_query_j: float = 0.0
+    """Energy one sample costs on the physical system (from the device description)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["domain"] = {k: v for k, v in d["domain"].items() if v is not None}
+        return d
+
+
+@dataclass
+class Accounting:
+    """Running totals every device keeps; trainers read them into the run log."""
+
+    samples: int = 0
+    calls: int = 0
+    device_time_s: float = 0.0
+    energy_j: float = 0.0
+    wall_time_s: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    def load(self, d: dict[str, float]) -> None:
+        for k, v in d.items():
+            setattr(self, k, type(getattr(self, k))(v))
+
+
+class Device:
+    """Base class of every physical layer.
+
+    ``device(x)`` validates ``x`` (shape ``[B, n_in]``, floating dtype, finite, inside the
+    input domain), measures it without joining the autograd graph, and returns a detached
+    ``[B, n_out]`` tensor on ``x``'s torch device. Set ``clip=True`` to project out-of-domain
+    inputs instead of rejecting them.
+    """
+
+    differentiable = False
+    """True when :meth:`forward_with_grad` exists (simulators, surrogates; never hardware)."""
+
+    def __init__(self, spec: DeviceSpec, *, seed: int = 0, clip: bool = False):
+        self.spec = spec
+        self.seed = int(seed)
+        self.clip = bool(clip)
+        self.accounting = Accounting()
+        self._generators: dict[str, torch.Generator] = {}
+        self.is_open = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def open(self) -> Device:
+        self.is_open = True
+        return self
+
+    def close(self) -> None:
+        self.is_open = False
+
+    def __enter__(self) -> Device:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- randomness: a device owns its seed and nothing global -----------------------------
+    def generator(self, device: torch.device | str = "cpu") -> torch.Generator:
+        """This device's random stream on a torch device (created on first use, seeded)."""
+        key = str(torch.device(device))
+        if key not in self._generators:
+            g = torch.Generator(device=key)
+            g.manual_seed(self.seed + 7919 * len(self._generators))
+            self._generators[key] = g
+        return self._generators[key]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Mutable state (random streams, accounting) so a resumed run continues identically."""
+        return {
+            "generators": {k: g.get_state() for k, g in self._generators.items()},
+            "accounting": self.accounting.as_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, st in state.get("generators", {}).items():
+            self.generator(key).set_state(st)
+        self.accounting.load(state.get("accounting", {}))
+
+    # -- the contract ----------------------------------------------------------------------
+    def validate(self, x: Any) -> torch.Tensor:
+        """Return ``x`` as a tensor fit for the device, or raise a ValueError saying why."""
+        name, spec = self.spec.name, self.spec
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name}: input must be a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise ValueError(
+                f"{name}: input dtype {x.dtype} is not allowed; use a floating dtype "
+                "(torch.float32 or torch.float64)"
+            )
+        if x.ndim != 2 or x.shape[1] != spec.n_in:
+            raise ValueError(
+                f"{name}: input shape {tuple(x.shape)} is not allowed; expected [batch, {spec.n_in}]"
+            )
+        if x.shape[0] == 0:
+            raise ValueError(f"{name}: empty batch; send at least one sample")
+        bad = ~torch.isfinite(x)
+        if bad.any():
+            b, i = (int(v) for v in bad.nonzero()[0])
+            raise ValueError(
+                f"{name}: input[{b}, {i}] = {x[b, i].item()} is not finite; "
+                f"allowed domain is {spec.domain.describe()}"
+            )
+        out = spec.domain.violations(x)
+        if out.any():
+            if self.clip:
+                return spec.domain.project(x)
+            b, i = (int(v) for v in out.nonzero()[0])
+            raise ValueError(
+                f"{name}: input[{b}, {i}] = {x[b, i].item():.6g} is outside the allowed domain "
+                f"{spec.domain.describe()} ({int(out.sum())} entries out of domain); rescale "
+                "the input or build the device with clip=True"
+            )
+        return x
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.is_open:
+            self.open()
+        x = self.validate(x)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            y = self._measure(x)
+        self._account(x.shape[0], time.perf_counter() - t0)
+        return y.detach()
+
+    def forward_with_grad(self, x: torch.Tensor) -> torch.Tensor:
+        """Differentiable forward pass (for baselines such as PAT and backprop).
+
+        Only simulators and surrogates have one; a physical system cannot be differentiated.
+        """
+        if not self.differentiable:
+            raise NotImplementedError(f"{self.spec.name} is a black box: it has no gradient")
+        x = self.validate(x)
+        t0 = time.perf_counter()
+        y = self._measure(x)
+        self._account(x.shape[0], time.perf_counter() - t0)
+        return y
+
+    def _account(self, n: int, wall: float) -> None:
+        a = self.accounting
+        a.samples += n
+        a.calls += 1
+        a.device_time_s += n * self.spec.time_per_query_s
+        a.energy_j += n * self.spec.energy_per_query_j
+        a.wall_time_s += wall
+
+    def _measure(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """The description this device was built from (saved in run logs)."""
+        return {"kind": self.spec.name}
+
+    def __repr__(self) -> str:
+        s = self.spec
+        return f"{type(self).__name__}({s.name}: {s.n_in} -> {s.n_out}, domain {s.domain.describe()})"

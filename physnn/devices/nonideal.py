@@ -1,0 +1,178 @@
+"""Composable non-idealities: what makes a measured output differ from the ideal physics.
+
+An :class:`Effect` is a seeded tensor transform. The same effects serve two places: inside a
+simulator (the optical camera applies them per pixel, before pooling) and around any device
+through :class:`NonIdealDevice` (DAC quantisation of inputs, noise on outputs). Effects keep
+gradients flowing straight through their random or discrete parts, so a differentiable
+simulator stays differentiable with noise switched on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from .base import Device
+
+
+def _straight_through(y: torch.Tensor, y_measured: torch.Tensor) -> torch.Tensor:
+    """Value of ``y_measured``, gradient of ``y``."""
+    return y + (y_measured - y).detach()
+
+
+@dataclass
+class Effect:
+    kind: ClassVar[str] = ""
+
+    def __call__(self, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, **asdict(self)}
+
+
+@dataclass
+class ReadoutNoise(Effect):
+    """Additive Gaussian noise of standard deviation ``sigma`` (detector read noise)."""
+
+    kind: ClassVar[str] = "readout"
+    sigma: float = 0.01
+
+    def __call__(self, y, gen):
+        if self.sigma <= 0:
+            return y
+        noise = torch.randn(y.shape, generator=gen, device=y.device, dtype=y.dtype)
+        return y + self.sigma * noise
+
+
+@dataclass
+class ShotNoise(Effect):
+    """Poisson photon/phonon counting: ``photons`` counts correspond to one output unit."""
+
+    kind: ClassVar[str] = "shot"
+    photons: float = 1000.0
+
+    def __call__(self, y, gen):
+        counts = torch.poisson((y.detach().clamp_min(0) * self.photons), generator=gen)
+        return _straight_through(y, counts.to(y.dtype) / self.photons)
+
+
+@dataclass
+class Saturation(Effect):
+    """Detector or amplifier saturation at ``level``: ``soft`` (tanh) or ``hard`` (clip)."""
+
+    kind: ClassVar[str] = "saturation"
+    level: float = 1.0
+    mode: str = "soft"
+
+    def __post_init__(self):
+        if self.mode not in ("soft", "hard"):
+            raise ValueError(f"saturation mode must be 'soft' or 'hard', got {self.mode!r}")
+        if self.level <= 0:
+            raise ValueError(f"saturation level must be > 0, got {self.level}")
+
+    def __call__(self, y, gen):
+        if self.mode == "soft":
+            return self.level * torch.tanh(y / self.level)
+        return y.clamp(max=self.level)
+
+
+@dataclass
+class Quantization(Effect):
+    """Uniform quantisation to ``bits`` over ``[lo, hi]`` (an ADC on outputs, a DAC on inputs)."""
+
+    kind: ClassVar[str] = "quantize"
+    bits: int = 8
+    lo: float = 0.0
+    hi: float = 1.0
+
+    def __post_init__(self):
+        if not 1 <= int(self.bits) <= 32:
+            raise ValueError(f"quantisation bits must be in 1..32, got {self.bits}")
+        if not self.lo < self.hi:
+            raise ValueError(f"quantisation range needs lo < hi, got [{self.lo}, {self.hi}]")
+
+    def __call__(self, y, gen):
+        steps = 2 ** int(self.bits) - 1
+        scale = (self.hi - self.lo) / steps
+        q = torch.round((y.detach().clamp(self.lo, self.hi) - self.lo) / scale) * scale + self.lo
+        return _straight_through(y, q)
+
+
+EFFECTS: dict[str, type[Effect]] = {
+    cls.kind: cls for cls in (ReadoutNoise, ShotNoise, Saturation, Quantization)
+}
+
+
+def make_effects(specs: Iterable[Mapping[str, Any] | Effect] | None) -> list[Effect]:
+    """Build effects from descriptions like ``{"kind": "readout", "sigma": 0.01}``."""
+    out: list[Effect] = []
+    for spec in specs or ():
+        if isinstance(spec, Effect):
+            out.append(spec)
+            continue
+        spec = dict(spec)
+        kind = spec.pop("kind", None)
+        if kind not in EFFECTS:
+            raise ValueError(f"unknown non-ideality {kind!r}; allowed: {sorted(EFFECTS)}")
+        try:
+            out.append(EFFECTS[kind](**spec))
+        except TypeError as e:
+            raise ValueError(f"bad parameters for non-ideality {kind!r}: {e}") from None
+    return out
+
+
+def apply_effects(y: torch.Tensor, effects: list[Effect], gen: torch.Generator) -> torch.Tensor:
+    for eff in effects:
+        y = eff(y, gen)
+    return y
+
+
+class NonIdealDevice(Device):
+    """Wrap any device with input effects (e.g. DAC quantisation) and output effects."""
+
+    def __init__(
+        self,
+        inner: Device,
+        *,
+        inputs: Iterable[Mapping[str, Any] | Effect] | None = None,
+        outputs: Iterable[Mapping[str, Any] | Effect] | None = None,
+        seed: int | None = None,
+    ):
+        super().__init__(inner.spec, seed=inner.seed + 1 if seed is None else seed, clip=inner.clip)
+        self.inner = inner
+        self.input_effects = make_effects(inputs)
+        self.output_effects = make_effects(outputs)
+        self.differentiable = inner.differentiable
+
+    def open(self):
+        self.inner.open()
+        return super().open()
+
+    def close(self):
+        self.inner.close()
+        super().close()
+
+    def _measure(self, x):
+        gen = self.generator(x.device)
+        x = self.spec.domain.project(apply_effects(x, self.input_effects, gen))
+        y = self.inner(x) if not torch.is_grad_enabled() else self.inner.forward_with_grad(x)
+        return apply_effects(y, self.output_effects, gen)
+
+    def state_dict(self):
+        return {**super().state_dict(), "inner": self.inner.state_dict()}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        if "inner" in state:
+            self.inner.load_state_dict(state["inner"])
+
+    def describe(self):
+        return {
+            **self.inner.describe(),
+            "input_effects": [e.describe() for e in self.input_effects],
+            "output_effects": [e.describe() for e in self.output_effects],
+        }

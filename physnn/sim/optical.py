@@ -1,0 +1,171 @@
+"""Optical multimode cavity / fibre: SLM -> complex transmission matrix -> camera.
+
+The nonlinearity a physical network exploits here is interference followed by square-law
+detection: with phase encoding each camera pixel is ``|sum_j T_ij exp(i phi_j)|^2``, a sum of
+cosines of *differences* of input values, so inputs (and an overlaid label) interact
+multiplicatively. Unused SLM pixels hold a constant background and act as a reference field.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..devices.base import Device, DeviceSpec, Domain
+from ..devices.nonideal import Effect, apply_effects, make_effects
+
+
+def haar_unitary(n: int, gen: torch.Generator, dtype=torch.complex128) -> torch.Tensor:
+    """A Haar-random ``n x n`` unitary (QR of a complex Gaussian with the phase fix-up)."""
+    z = torch.complex(
+        torch.randn(n, n, generator=gen, dtype=torch.float64),
+        torch.randn(n, n, generator=gen, dtype=torch.float64),
+    ) / math.sqrt(2)
+    q, r = torch.linalg.qr(z)
+    d = torch.diagonal(r)
+    return (q * (d / d.abs()).unsqueeze(0)).to(dtype)
+
+
+def _grid(n: int) -> tuple[int, int]:
+    """The squarest grid holding ``n`` pixels."""
+    h = math.ceil(math.sqrt(n))
+    return h, math.ceil(n / h)
+
+
+@dataclass
+class OpticalConfig:
+    n_in: int = 74
+    encoding: str = "phase"
+    """``phase``: input x sets phase x * phase_range; ``amplitude``: input sets the field."""
+    phase_range: float = math.pi
+    slm_shape: tuple[int, int] | None = None
+    """SLM pixel grid; inputs fill it row-major, the rest hold ``background``."""
+    background: float = 0.0
+    camera_shape: tuple[int, int] = (20, 20)
+    n_modes: int | None = None
+    """Modes of the fibre/cavity; at least max(SLM pixels, camera pixels). Default: that max."""
+    pool: int = 1
+    pool_stride: int | None = None
+    readout: str = "intensity"
+    """``intensity`` (what the camera measures) or ``amplitude`` (its square root)."""
+    gain: float | None = None
+    """Camera counts per unit intensity; default = camera pixels (mean pixel about 1)."""
+    camera: list[dict[str, Any]] = field(default_factory=list)
+    """Camera non-idealities, per pixel before pooling, e.g. saturation, shot, readout noise."""
+    frame_rate_hz: float = 100.0
+    power_w: float = 1e-3
+    seed: int = 0
+    clip: bool = False
+
+    def __post_init__(self):
+        if self.encoding not in ("phase", "amplitude"):
+            raise ValueError(f"encoding must be 'phase' or 'amplitude', got {self.encoding!r}")
+        if self.readout not in ("intensity", "amplitude"):
+            raise ValueError(f"readout must be 'intensity' or 'amplitude', got {self.readout!r}")
+        if self.n_in < 1:
+            raise ValueError(f"n_in must be >= 1, got {self.n_in}")
+        self.slm_shape = tuple(self.slm_shape) if self.slm_shape else _grid(self.n_in)
+        self.camera_shape = tuple(self.camera_shape)
+        n_slm = self.slm_shape[0] * self.slm_shape[1]
+        if n_slm < self.n_in:
+            raise ValueError(f"slm_shape {self.slm_shape} has {n_slm} pixels < n_in={self.n_in}")
+        n_cam = self.camera_shape[0] * self.camera_shape[1]
+        need = max(n_slm, n_cam)
+        if self.n_modes is None:
+            self.n_modes = need
+        elif self.n_modes < need:
+            raise ValueError(
+                f"n_modes={self.n_modes} must be >= max(SLM pixels {n_slm}, camera pixels {n_cam})"
+            )
+        stride = self.pool_stride or self.pool
+        if self.pool < 1 or stride < 1 or self.pool > min(self.camera_shape):
+            raise ValueError(f"pool={self.pool} does not fit camera_shape {self.camera_shape}")
+
+
+class OpticalCavity(Device):
+    """``sim:optical``: a seeded, batched multimode optical cavity.
+
+    The transmission matrix is a ``camera x SLM`` block of a Haar-random unitary over
+    ``n_modes`` modes: exactly energy conserving when both match ``n_modes``, lossy
+    (light scattered into unobserved modes) otherwise.
+    """
+
+    differentiable = True
+
+    def __init__(self, **kwargs: Any):
+        cfg = OpticalConfig(**kwargs)
+        self.config = cfg
+        self.camera_effects: list[Effect] = make_effects(cfg.camera)
+        n_cam = cfg.camera_shape[0] * cfg.camera_shape[1]
+        h, w = self._pooled_shape()
+        period = 1.0 / cfg.frame_rate_hz
+        spec = DeviceSpec(
+            name="sim:optical",
+            n_in=cfg.n_in,
+            n_out=h * w,
+            domain=Domain(0.0, 1.0),
+            output_units="camera counts" + (" (amplitude)" if cfg.readout == "amplitude" else ""),
+            time_per_query_s=period,
+            energy_per_query_j=cfg.power_w * period,
+        )
+        super().__init__(spec, seed=cfg.seed, clip=cfg.clip)
+        self.n_slm = cfg.slm_shape[0] * cfg.slm_shape[1]
+        self.n_cam = n_cam
+        g = torch.Generator().manual_seed(cfg.seed)
+        u = haar_unitary(cfg.n_modes, g)
+        self.transmission = u[:n_cam, : self.n_slm].contiguous()
+        self.gain = float(cfg.gain) if cfg.gain is not None else float(n_cam)
+        self._tm_cache: dict[tuple, torch.Tensor] = {}
+
+    def _pooled_shape(self) -> tuple[int, int]:
+        cfg = self.config
+        s = cfg.pool_stride or cfg.pool
+        return tuple((n - cfg.pool) // s + 1 for n in cfg.camera_shape)
+
+    def _tm(self, device: torch.device, cdtype: torch.dtype) -> torch.Tensor:
+        key = (str(device), cdtype)
+        if key not in self._tm_cache:
+            self._tm_cache[key] = self.transmission.to(device=device, dtype=cdtype)
+        return self._tm_cache[key]
+
+    def slm_field(self, x: torch.Tensor) -> torch.Tensor:
+        """Complex field leaving the SLM, ``[B, SLM pixels]``, total power 1 per sample at most."""
+        cfg = self.config
+        pad = self.n_slm - cfg.n_in
+        if pad:
+            x = torch.cat([x, x.new_full((x.shape[0], pad), cfg.background)], dim=1)
+        scale = 1.0 / math.sqrt(self.n_slm)
+        if cfg.encoding == "phase":
+            phi = x * cfg.phase_range
+            return torch.polar(torch.full_like(phi, scale), phi)
+        return torch.complex(x * scale, torch.zeros_like(x))
+
+    def propagate(self, field_in: torch.Tensor) -> torch.Tensor:
+        """Field on the camera: the transmission matrix applied to the SLM field."""
+        tm = self._tm(field_in.device, field_in.dtype)
+        return field_in @ tm.T
+
+    def camera(self, field_out: torch.Tensor) -> torch.Tensor:
+        """Square-law detection, camera non-idealities per pixel, readout, pooling."""
+        cfg = self.config
+        y = self.gain * field_out.abs().square()
+        y = apply_effects(y, self.camera_effects, self.generator(y.device))
+        if cfg.readout == "amplitude":
+            y = y.clamp_min(1e-12).sqrt()
+        if cfg.pool > 1:
+            y = y.reshape(-1, 1, *cfg.camera_shape)
+            y = F.avg_pool2d(y, cfg.pool, stride=cfg.pool_stride or cfg.pool).flatten(1)
+        return y
+
+    def _measure(self, x: torch.Tensor) -> torch.Tensor:
+        return self.camera(self.propagate(self.slm_field(x)))
+
+    def describe(self) -> dict[str, Any]:
+        d = asdict(self.config)
+        d["slm_shape"] = list(d["slm_shape"])
+        d["camera_shape"] = list(d["camera_shape"])
+        return {"kind": "sim:optical", **d}

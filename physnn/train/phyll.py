@@ -1,0 +1,139 @@
+"""Physical local learning (PhyLL), the model-free forward-forward rule of Momeni et al. (2023).
+
+Each block is trained alone: positive samples carry their true label, negative samples the
+same input with a wrong label; the block learns to make the goodness (cosine similarity of
+``|h|`` with a fixed random direction ``zeta``) larger for positives than for negatives.
+No gradient ever flows through a device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .network import PhysicalNetwork
+
+
+def overlay_label(
+    x: torch.Tensor, labels: torch.Tensor, n_classes: int, amplitude: float | str = 1.0
+) -> torch.Tensor:
+    """Zero the first ``n_classes`` entries and set entry ``label`` to ``amplitude``.
+
+    ``amplitude="batch_max"`` reproduces the paper's code (max |x| of the batch), which makes a
+    sample's encoding depend on its batch-mates; a fixed number avoids that.
+    """
+    if amplitude == "batch_max":
+        amp = x.abs().max()
+    else:
+        amp = torch.as_tensor(float(amplitude), dtype=x.dtype, device=x.device)
+    out = x.clone()
+    out[:, :n_classes] = 0
+    out[torch.arange(x.shape[0], device=x.device), labels] = amp
+    return out
+
+
+def wrong_labels(labels: torch.Tensor, n_classes: int, gen: torch.Generator) -> torch.Tensor:
+    """A label drawn uniformly from the wrong classes of each sample (never the true one)."""
+    shift = torch.randint(1, n_classes, labels.shape, generator=gen, device=gen.device)
+    return (labels + shift.to(labels.device)) % n_classes
+
+
+def goodness(h: torch.Tensor, zeta: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity between ``|h|`` and the fixed unit vector ``zeta``, per sample."""
+    return F.cosine_similarity(h.abs(), zeta.unsqueeze(0), dim=1, eps=1e-12)
+
+
+def phyll_loss(g_pos: torch.Tensor, g_neg: torch.Tensor, alpha: float) -> torch.Tensor:
+    """mean(softplus(-alpha * (g_pos - g_neg))): pushes each positive above its negative."""
+    return F.softplus(-alpha * (g_pos - g_neg)).mean()
+
+
+@dataclass
+class PhyLLSettings:
+    n_classes: int
+    lr: float = 5e-4
+    inner_steps: int = 10
+    alpha: float = 4.0
+    label_amplitude: float | str = 1.0
+    batch_size: int = 0
+    """0 = full batch, as in the paper."""
+
+
+class PhyLL:
+    """Trains a :class:`PhysicalNetwork` block by block, one Adam per block."""
+
+    def __init__(self, net: PhysicalNetwork, settings: PhyLLSettings, gen: torch.Generator):
+        self.net = net
+        self.s = settings
+        self.gen = gen
+        self.optimizers = [torch.optim.Adam(b.linear.parameters(), lr=settings.lr) for b in net.blocks]
+
+    def state_dict(self) -> dict:
+        return {
+            "optimizers": [o.state_dict() for o in self.optimizers],
+            "gen": self.gen.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for o, s in zip(self.optimizers, state["optimizers"], strict=True):
+            o.load_state_dict(s)
+        self.gen.set_state(state["gen"])
+
+    def train_epoch(self, x: torch.Tensor, y: torch.Tensor) -> list[float]:
+        """One pass over the data; returns the mean final inner-step loss of each block."""
+        s = self.s
+        y_neg = wrong_labels(y, s.n_classes, self.gen)  # redrawn every epoch
+        n = x.shape[0]
+        order = torch.randperm(n, generator=self.gen).to(x.device)
+        bs = n if s.batch_size <= 0 else s.batch_size
+        totals = [0.0] * len(self.net.blocks)
+        for start in range(0, n, bs):
+            idx = order[start : start + bs]
+            xb = x[idx]
+            pos = overlay_label(xb, y[idx], s.n_classes, s.label_amplitude)
+            neg = overlay_label(xb, y_neg[idx], s.n_classes, s.label_amplitude)
+            for k, losses in enumerate(self.train_batch(pos, neg)):
+                totals[k] += losses * idx.numel()
+        return [t / n for t in totals]
+
+    def train_batch(self, pos: torch.Tensor, neg: torch.Tensor) -> list[float]:
+        blocks = self.net.blocks
+        losses = []
+        for k, (block, opt) in enumerate(zip(blocks, self.optimizers, strict=True)):
+            f_pos, f_neg = block.features(pos), block.features(neg)  # one query per sample
+            for _ in range(self.s.inner_steps):
+                opt.zero_grad(set_to_none=True)
+                loss = phyll_loss(
+                    goodness(block.linear(f_pos), block.zeta),
+                    goodness(block.linear(f_neg), block.zeta),
+                    self.s.alpha,
+                )
+                loss.backward()
+                opt.step()
+            losses.append(float(loss.detach()))
+            if k + 1 < len(blocks):
+                domain = blocks[k + 1].device.spec.domain
+                with torch.no_grad():
+                    pos = block.to_next(block.linear(f_pos), domain)
+                    neg = block.to_next(block.linear(f_neg), domain)
+        return losses
+
+    @torch.no_grad()
+    def scores(self, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+        """Summed goodness over blocks for every candidate label, ``[N, n_classes]``."""
+        c = self.s.n_classes
+        out = torch.empty(x.shape[0], c, device=x.device)
+        for start in range(0, x.shape[0], batch_size):
+            xb = x[start : start + batch_size]
+            for label in range(c):
+                lab = torch.full((xb.shape[0],), label, dtype=torch.long, device=x.device)
+                hs = self.net(overlay_label(xb, lab, c, self.s.label_amplitude))
+                out[start : start + xb.shape[0], label] = sum(
+                    goodness(h, b.zeta) for h, b in zip(hs, self.net.blocks, strict=True)
+                )
+        return out
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scores(x).argmax(1)
