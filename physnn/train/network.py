@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 import torch
 from torch import nn
 
 from ..devices.base import Device
+from .flops import FlopMeter
 
 
 def fixed_unit_vector(n: int, gen: torch.Generator) -> torch.Tensor:
@@ -69,14 +71,16 @@ class PhysicalNetwork(nn.Module):
     def devices(self) -> list[Device]:
         return [b.device for b in self.blocks]
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Block outputs ``h_k`` for input ``x``; used for prediction and read-outs."""
+    def forward(self, x: torch.Tensor, flops: FlopMeter | None = None) -> list[torch.Tensor]:
+        """Block outputs ``h_k`` for input ``x``; digital FLOPs go to ``flops`` as ``eval``."""
         outs = []
         for k, block in enumerate(self.blocks):
-            h = block.linear(block.features(x))
+            f = block.features(x)
+            with flops.count("eval") if flops is not None else nullcontext():
+                h = block.linear(f)
+                if k + 1 < len(self.blocks):
+                    x = block.to_next(h, self.blocks[k + 1].device.spec.domain)
             outs.append(h)
-            if k + 1 < len(self.blocks):
-                x = block.to_next(h, self.blocks[k + 1].device.spec.domain)
         return outs
 
     def state_dict_full(self) -> dict:

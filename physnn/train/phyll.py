@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .flops import FlopMeter
 from .network import PhysicalNetwork
 
 
@@ -68,18 +69,21 @@ class PhyLL:
         self.net = net
         self.s = settings
         self.gen = gen
+        self.flops = FlopMeter()
         self.optimizers = [torch.optim.Adam(b.linear.parameters(), lr=settings.lr) for b in net.blocks]
 
     def state_dict(self) -> dict:
         return {
             "optimizers": [o.state_dict() for o in self.optimizers],
             "gen": self.gen.get_state(),
+            "flops": self.flops.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
         for o, s in zip(self.optimizers, state["optimizers"], strict=True):
             o.load_state_dict(s)
         self.gen.set_state(state["gen"])
+        self.flops.load_state_dict(state["flops"])
 
     def train_epoch(self, x: torch.Tensor, y: torch.Tensor) -> list[float]:
         """One pass over the data; returns the mean final inner-step loss of each block."""
@@ -103,21 +107,22 @@ class PhyLL:
         losses = []
         for k, (block, opt) in enumerate(zip(blocks, self.optimizers, strict=True)):
             f_pos, f_neg = block.features(pos), block.features(neg)  # one query per sample
-            for _ in range(self.s.inner_steps):
-                opt.zero_grad(set_to_none=True)
-                loss = phyll_loss(
-                    goodness(block.linear(f_pos), block.zeta),
-                    goodness(block.linear(f_neg), block.zeta),
-                    self.s.alpha,
-                )
-                loss.backward()
-                opt.step()
-            losses.append(float(loss.detach()))
-            if k + 1 < len(blocks):
-                domain = blocks[k + 1].device.spec.domain
-                with torch.no_grad():
-                    pos = block.to_next(block.linear(f_pos), domain)
-                    neg = block.to_next(block.linear(f_neg), domain)
+            with self.flops.count("train"):
+                for _ in range(self.s.inner_steps):
+                    opt.zero_grad(set_to_none=True)
+                    loss = phyll_loss(
+                        goodness(block.linear(f_pos), block.zeta),
+                        goodness(block.linear(f_neg), block.zeta),
+                        self.s.alpha,
+                    )
+                    loss.backward()
+                    opt.step()
+                losses.append(float(loss.detach()))
+                if k + 1 < len(blocks):
+                    domain = blocks[k + 1].device.spec.domain
+                    with torch.no_grad():
+                        pos = block.to_next(block.linear(f_pos), domain)
+                        neg = block.to_next(block.linear(f_neg), domain)
         return losses
 
     @torch.no_grad()
@@ -129,7 +134,7 @@ class PhyLL:
             xb = x[start : start + batch_size]
             for label in range(c):
                 lab = torch.full((xb.shape[0],), label, dtype=torch.long, device=x.device)
-                hs = self.net(overlay_label(xb, lab, c, self.s.label_amplitude))
+                hs = self.net(overlay_label(xb, lab, c, self.s.label_amplitude), self.flops)
                 out[start : start + xb.shape[0], label] = sum(
                     goodness(h, b.zeta) for h, b in zip(hs, self.net.blocks, strict=True)
                 )

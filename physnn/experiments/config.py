@@ -1,0 +1,102 @@
+"""Experiment configs are data: TOML presets merged onto defaults, validated, saved in every run."""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+DEFAULTS: dict[str, Any] = {
+    "name": "experiment",
+    "seed": 0,
+    "data": {"name": "digits", "test_fraction": 0.2, "reserve_label_slots": True},
+    "device": {"kind": "sim:optical"},
+    "network": {"hidden": [200, 200], "skip": True},
+    "train": {
+        "method": "phyll",
+        "epochs": 60,
+        "batch_size": 0,
+        "lr": 5e-4,
+        "inner_steps": 10,
+        "alpha": 4.0,
+        "label_amplitude": 1.0,
+        "eval_every": 5,
+        "eval_train": True,
+    },
+}
+"""Every key a config may set. ``device`` is free-form: the device factory validates it."""
+
+FREE_FORM = {"device"}
+
+
+def presets() -> list[str]:
+    """Names of the built-in presets."""
+    folder = resources.files("physnn.experiments") / "presets"
+    return sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def _merge(base: dict, new: dict, path: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for key, value in new.items():
+        where = f"{path}{key}"
+        if path.rstrip(".") in FREE_FORM:
+            out[key] = copy.deepcopy(value)
+        elif key not in base:
+            allowed = ", ".join(sorted(base))
+            raise ValueError(f"unknown config key {where!r}; allowed here: {allowed}")
+        elif isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ValueError(f"config key {where!r} must be a table")
+            out[key] = _merge(base[key], value, where + ".")
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_config(source: str | Path | dict[str, Any]) -> dict[str, Any]:
+    """A complete config from a preset name, a TOML path or a dict (merged onto DEFAULTS)."""
+    if isinstance(source, dict):
+        data = source
+    else:
+        text = str(source)
+        path = Path(text)
+        if path.suffix == ".toml" and path.is_file():
+            with path.open("rb") as f:
+                data = tomllib.load(f)
+        elif text in presets():
+            ref = resources.files("physnn.experiments") / "presets" / f"{text}.toml"
+            data = tomllib.loads(ref.read_text())
+        else:
+            raise ValueError(
+                f"{text!r} is neither a preset nor an existing .toml file; presets: {presets()}"
+            )
+    cfg = _merge(DEFAULTS, data)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: dict[str, Any]) -> None:
+    t = cfg["train"]
+    checks = [
+        (t["method"] == "phyll", f"train.method {t['method']!r} is not available; allowed: 'phyll'"),
+        (int(t["epochs"]) >= 1, f"train.epochs must be >= 1, got {t['epochs']}"),
+        (int(t["inner_steps"]) >= 1, f"train.inner_steps must be >= 1, got {t['inner_steps']}"),
+        (float(t["lr"]) > 0, f"train.lr must be > 0, got {t['lr']}"),
+        (int(t["batch_size"]) >= 0, f"train.batch_size must be >= 0, got {t['batch_size']}"),
+        (int(t["eval_every"]) >= 1, f"train.eval_every must be >= 1, got {t['eval_every']}"),
+        (
+            t["label_amplitude"] == "batch_max" or isinstance(t["label_amplitude"], int | float),
+            f"train.label_amplitude must be a number or 'batch_max', got {t['label_amplitude']!r}",
+        ),
+        (
+            len(cfg["network"]["hidden"]) >= 1
+            and all(int(h) >= 1 for h in cfg["network"]["hidden"]),
+            f"network.hidden must list >= 1 positive widths, got {cfg['network']['hidden']}",
+        ),
+        ("kind" in cfg["device"], "device.kind is required, e.g. 'sim:optical'"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ValueError(msg)

@@ -1,0 +1,200 @@
+"""Run an experiment config: build data, devices and network; train; log; resume after a crash."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..data import DATASETS, Dataset
+from ..devices import make_device
+from ..runlog import read_run, write_run
+from ..train.network import Block, PhysicalNetwork
+from ..train.phyll import PhyLL, PhyLLSettings
+from .reference import logistic_regression_accuracy
+
+METRICS = ("epoch", "train_acc", "test_acc", "wall_time_s", "train_queries", "eval_queries")
+
+
+@dataclass
+class RunResult:
+    path: Path
+    test_acc: float
+    train_acc: float
+    reference_acc: float
+    record: dict[str, Any]
+
+
+def load_data(cfg: dict[str, Any], seed: int) -> Dataset:
+    d = dict(cfg["data"])
+    name = d.pop("name")
+    if name not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}; allowed: {sorted(DATASETS)}")
+    return DATASETS[name](seed=seed, **d)
+
+
+def build_network(
+    cfg: dict[str, Any], n_in: int, seed: int, torch_device: str = "cpu"
+) -> PhysicalNetwork:
+    """One device per block (seeded ``seed*1000 + k``: distinct cavities) and its Linear."""
+    gen = torch.Generator().manual_seed(seed)
+    blocks = []
+    for k, width in enumerate(cfg["network"]["hidden"]):
+        desc = dict(cfg["device"])
+        desc.update(n_in=n_in, seed=seed * 1000 + k)
+        dev = make_device(desc)
+        blocks.append(Block(dev, int(width), skip=bool(cfg["network"]["skip"]), gen=gen))
+        n_in = int(width)
+    return PhysicalNetwork(blocks).to(torch_device)
+
+
+def make_trainer(cfg: dict[str, Any], net: PhysicalNetwork, n_classes: int, seed: int) -> PhyLL:
+    t = cfg["train"]
+    settings = PhyLLSettings(
+        n_classes=n_classes,
+        lr=float(t["lr"]),
+        inner_steps=int(t["inner_steps"]),
+        alpha=float(t["alpha"]),
+        label_amplitude=t["label_amplitude"],
+        batch_size=int(t["batch_size"]),
+    )
+    return PhyLL(net, settings, torch.Generator().manual_seed(seed + 1))
+
+
+def _queries(net: PhysicalNetwork) -> int:
+    return sum(d.accounting.samples for d in net.devices)
+
+
+def run(
+    config: dict[str, Any],
+    out: str | Path,
+    *,
+    seed: int | None = None,
+    torch_device: str = "cpu",
+    progress: bool = True,
+    overwrite: bool = False,
+    stop_after: int | None = None,
+) -> RunResult:
+    """Train one seed of ``config`` and write its run log to ``out`` (an ``.h5`` path).
+
+    If ``out`` holds an unfinished run of the same config it resumes from its checkpoint and
+    reaches the numbers an uninterrupted run would. ``stop_after`` ends the run after that
+    many epochs, as an interruption would (for tests and for splitting long jobs).
+    """
+    cfg = copy.deepcopy(config)
+    seed = int(cfg["seed"] if seed is None else seed)
+    cfg["seed"] = seed
+    out = Path(out)
+    t_cfg = cfg["train"]
+    epochs = int(t_cfg["epochs"])
+
+    data = load_data(cfg, seed).to(torch_device)
+    net = build_network(cfg, data.n_features, seed, torch_device)
+    trainer = make_trainer(cfg, net, data.n_classes, seed)
+
+    metrics: dict[str, list] = {k: [] for k in METRICS}
+    metrics["loss"] = []
+    start_epoch, wall_before = 0, 0.0
+    reference: dict[str, float] = {}
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+    if out.exists() and not overwrite:
+        prev = read_run(out, checkpoint=True)
+        if prev["config"] != cfg:
+            raise ValueError(
+                f"{out} holds a run of a different config; choose another --out or overwrite"
+            )
+        if prev.get("status") == "complete":
+            return _result(out, prev)
+        ck = prev.get("checkpoint")
+        if ck is not None:
+            net.load_state_dict_full(ck["network"])
+            trainer.load_state_dict(ck["trainer"])
+            metrics = {k: list(v) for k, v in ck["metrics"].items()}
+            start_epoch, wall_before = ck["epoch"], ck["wall_time_s"]
+            reference, created = prev["reference"], prev.get("created", created)
+    if not reference:
+        x_tr = data.x_train[:, data.label_slots :].cpu().numpy()
+        x_te = data.x_test[:, data.label_slots :].cpu().numpy()
+        reference = {
+            "logistic_regression_test_acc": logistic_regression_accuracy(
+                x_tr, data.y_train.cpu().numpy(), x_te, data.y_test.cpu().numpy(), seed
+            )
+        }
+
+    t0 = time.perf_counter() - wall_before
+    last = epochs if stop_after is None else min(epochs, start_epoch + stop_after)
+    bar = tqdm(
+        range(start_epoch, last), total=epochs, initial=start_epoch, disable=not progress,
+        desc=f"{cfg['name']} seed {seed}", unit="epoch", leave=False,
+    )
+    record: dict[str, Any] = {}
+    y_pred = None
+    for epoch in bar:
+        q0 = _queries(net)
+        losses = trainer.train_epoch(data.x_train, data.y_train)
+        q1 = _queries(net)
+        final = epoch + 1 == epochs
+        train_acc = test_acc = math.nan
+        if final or (epoch + 1) % int(t_cfg["eval_every"]) == 0:
+            y_pred = trainer.predict(data.x_test)
+            test_acc = (y_pred == data.y_test).float().mean().item()
+            if t_cfg["eval_train"]:
+                train_acc = (trainer.predict(data.x_train) == data.y_train).float().mean().item()
+            bar.set_postfix(loss=f"{losses[-1]:.4f}", test=f"{test_acc:.3f}")
+        for key, value in zip(
+            METRICS,
+            (epoch + 1, train_acc, test_acc, time.perf_counter() - t0, q1 - q0, _queries(net) - q1),
+            strict=True,
+        ):
+            metrics[key].append(value)
+        metrics["loss"].append(losses)
+        record = {
+            "status": "complete" if final else "running",
+            "physnn_version": __version__,
+            "name": cfg["name"],
+            "seed": seed,
+            "created": created,
+            "wall_time_s": time.perf_counter() - t0,
+            "config": cfg,
+            "metrics": metrics,
+            "accounting": {
+                **{f"block{k}": d.accounting.as_dict() for k, d in enumerate(net.devices)},
+                "digital": {f"flops_{k}": float(v) for k, v in trainer.flops.totals.items()},
+            },
+            "reference": reference,
+            "predictions": {}
+            if y_pred is None
+            else {"test_true": data.y_test.cpu().numpy(), "test_pred": y_pred.cpu().numpy()},
+            "checkpoint": {
+                "epoch": epoch + 1,
+                "wall_time_s": time.perf_counter() - t0,
+                "network": net.state_dict_full(),
+                "trainer": trainer.state_dict(),
+                "metrics": metrics,
+            },
+        }
+        write_run(out, record)
+    bar.close()
+    return _result(out, read_run(out))
+
+
+def _result(path: Path, rec: dict[str, Any]) -> RunResult:
+    m = rec["metrics"]
+    test = m["test_acc"][~np.isnan(m["test_acc"])] if len(m["test_acc"]) else np.array([])
+    train = m["train_acc"][~np.isnan(m["train_acc"])] if len(m["train_acc"]) else np.array([])
+    return RunResult(
+        path=path,
+        test_acc=float(test[-1]) if test.size else math.nan,
+        train_acc=float(train[-1]) if train.size else math.nan,
+        reference_acc=float(rec["reference"].get("logistic_regression_test_acc", math.nan)),
+        record=rec,
+    )
