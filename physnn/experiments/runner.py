@@ -198,3 +198,100 @@ def _result(path: Path, rec: dict[str, Any]) -> RunResult:
         reference_acc=float(rec["reference"].get("logistic_regression_test_acc", math.nan)),
         record=rec,
     )
+
+
+@dataclass
+class Summary:
+    """Several seeds of one config: the numbers a paper would report."""
+
+    name: str
+    results: list[RunResult]
+
+    def _stats(self, attr: str) -> tuple[float, float]:
+        v = np.array([getattr(r, attr) for r in self.results])
+        return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
+
+    @property
+    def test_acc(self) -> tuple[float, float]:
+        return self._stats("test_acc")
+
+    @property
+    def reference_acc(self) -> tuple[float, float]:
+        return self._stats("reference_acc")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "seeds": [int(r.record["seed"]) for r in self.results],
+            "test_acc": [r.test_acc for r in self.results],
+            "train_acc": [r.train_acc for r in self.results],
+            "logistic_regression_test_acc": [r.reference_acc for r in self.results],
+            "test_acc_mean": self.test_acc[0],
+            "test_acc_std": self.test_acc[1],
+            "runs": [str(r.path) for r in self.results],
+        }
+
+    def markdown(self) -> str:
+        lines = [
+            f"# {self.name}",
+            "",
+            "| seed | PhyLL test acc | PhyLL train acc | logistic regression test acc | "
+            "train device queries | wall time (s) |",
+            "|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in self.results:
+            m = r.record["metrics"]
+            lines.append(
+                f"| {r.record['seed']} | {100 * r.test_acc:.2f} % | {100 * r.train_acc:.2f} % | "
+                f"{100 * r.reference_acc:.2f} % | {int(np.sum(m['train_queries'])):,} | "
+                f"{r.record['wall_time_s']:.1f} |"
+            )
+        (mu, sd), (rmu, rsd) = self.test_acc, self.reference_acc
+        lines += [
+            "",
+            f"PhyLL test accuracy: {100 * mu:.2f} ± {100 * sd:.2f} % (mean ± std over "
+            f"{len(self.results)} seeds)",
+            f"Logistic regression on the same splits: {100 * rmu:.2f} ± {100 * rsd:.2f} %",
+        ]
+        return "\n".join(lines)
+
+
+def train(
+    source: str | Path | dict[str, Any],
+    *,
+    out: str | Path = "runs",
+    seed: int | None = None,
+    seeds: int = 1,
+    epochs: int | None = None,
+    torch_device: str = "cpu",
+    progress: bool = True,
+    overwrite: bool = False,
+) -> Summary:
+    """Train ``seeds`` consecutive seeds of a preset or config; what ``physnn train`` runs.
+
+    Each seed writes ``OUT/NAME/seed<S>.h5``; the summary goes to ``summary.md`` and
+    ``summary.json`` beside them. Rerunning the same command resumes unfinished seeds.
+    """
+    import json
+
+    from .config import load_config
+
+    cfg = load_config(source)
+    if epochs is not None:
+        cfg["train"]["epochs"] = int(epochs)
+        load_config(cfg)  # re-validate
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    first = int(cfg["seed"] if seed is None else seed)
+    folder = Path(out) / cfg["name"]
+    results = []
+    seed_bar = tqdm(range(first, first + seeds), disable=not progress or seeds == 1, desc="seeds")
+    for s in seed_bar:
+        results.append(
+            run(cfg, folder / f"seed{s}.h5", seed=s, torch_device=torch_device,
+                progress=progress, overwrite=overwrite)
+        )
+    summary = Summary(cfg["name"], results)
+    (folder / "summary.md").write_text(summary.markdown() + "\n")
+    (folder / "summary.json").write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
+    return summary

@@ -1,0 +1,73 @@
+"""Plots of a run log: learning curves and the test confusion matrix, as PNG files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .runlog import read_run
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(y_true, int), np.asarray(y_pred, int)), 1)
+    return cm
+
+
+def report(run_path: str | Path, out_dir: str | Path | None = None) -> list[Path]:
+    """Write ``<run>_curves.png`` and ``<run>_confusion.png``; return their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_path = Path(run_path)
+    rec = read_run(run_path)
+    out_dir = Path(out_dir) if out_dir is not None else run_path.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    m = rec["metrics"]
+    title = f"{rec.get('name', run_path.stem)} · seed {rec.get('seed', '?')}"
+    if rec.get("status") != "complete":
+        title += f" · {rec.get('status', 'incomplete')}"
+    paths = []
+
+    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    epoch = m["epoch"]
+    loss = np.atleast_2d(m["loss"])
+    for k in range(loss.shape[1]):
+        ax_l.plot(epoch, loss[:, k], label=f"block {k + 1}")
+    ax_l.set(xlabel="epoch", ylabel="PhyLL loss (last inner step)", yscale="log", title="loss")
+    ax_l.legend()
+    for key, label in (("train_acc", "train"), ("test_acc", "test")):
+        ok = ~np.isnan(m[key])
+        ax_a.plot(epoch[ok], 100 * m[key][ok], "o-", label=label)
+    ref = rec["reference"].get("logistic_regression_test_acc")
+    if ref is not None:
+        ax_a.axhline(100 * ref, color="gray", ls="--", label="logistic regression (test)")
+    ax_a.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    ax_a.legend()
+    fig.suptitle(title)
+    paths.append(out_dir / f"{run_path.stem}_curves.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    pred = rec["predictions"]
+    if "test_true" in pred:
+        n = int(max(pred["test_true"].max(), pred["test_pred"].max())) + 1
+        cm = confusion_matrix(pred["test_true"], pred["test_pred"], n)
+        fig, ax = plt.subplots(figsize=(5.5, 5), constrained_layout=True)
+        im = ax.imshow(cm, cmap="Blues")
+        for i in range(n):
+            for j in range(n):
+                if cm[i, j]:
+                    color = "white" if cm[i, j] > cm.max() / 2 else "black"
+                    ax.text(j, i, str(cm[i, j]), ha="center", va="center", color=color, fontsize=8)
+        acc = np.trace(cm) / cm.sum()
+        ax.set(xlabel="predicted", ylabel="true", xticks=range(n), yticks=range(n),
+               title=f"test confusion matrix (accuracy {100 * acc:.2f} %)")
+        fig.colorbar(im, ax=ax, shrink=0.8)
+        paths.append(out_dir / f"{run_path.stem}_confusion.png")
+        fig.savefig(paths[-1], dpi=120)
+        plt.close(fig)
+    return paths
