@@ -9,6 +9,7 @@ open/close lifecycle. Backends implement only :meth:`Device._measure`.
 from __future__ import annotations
 
 import time
+import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -133,7 +134,7 @@ class Device:
         key = str(torch.device(device))
         if key not in self._generators:
             g = torch.Generator(device=key)
-            g.manual_seed(self.seed + 7919 * len(self._generators))
+            g.manual_seed(self.seed * 1_000_003 + zlib.crc32(key.encode()))
             self._generators[key] = g
         return self._generators[key]
 
@@ -145,6 +146,7 @@ class Device:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._generators.clear()  # streams not in the state restart from their seeded start
         for key, st in state.get("generators", {}).items():
             self.generator(key).set_state(st)
         self.accounting.load(state.get("accounting", {}))

@@ -41,6 +41,10 @@ class ReadoutNoise(Effect):
     kind: ClassVar[str] = "readout"
     sigma: float = 0.01
 
+    def __post_init__(self):
+        if not self.sigma >= 0:
+            raise ValueError(f"readout: sigma must be >= 0, got {self.sigma}")
+
     def __call__(self, y, gen):
         if self.sigma <= 0:
             return y
@@ -55,6 +59,10 @@ class ShotNoise(Effect):
     kind: ClassVar[str] = "shot"
     photons: float = 1000.0
 
+    def __post_init__(self):
+        if not self.photons > 0:
+            raise ValueError(f"shot: photons per output unit must be > 0, got {self.photons}")
+
     def __call__(self, y, gen):
         counts = torch.poisson((y.detach().clamp_min(0) * self.photons), generator=gen)
         return _straight_through(y, counts.to(y.dtype) / self.photons)
@@ -62,7 +70,7 @@ class ShotNoise(Effect):
 
 @dataclass
 class Saturation(Effect):
-    """Detector or amplifier saturation at ``level``: ``soft`` (tanh) or ``hard`` (clip)."""
+    """Saturation at ``+-level``: ``soft`` (tanh) or ``hard`` (clip), symmetric like tanh."""
 
     kind: ClassVar[str] = "saturation"
     level: float = 1.0
@@ -70,14 +78,14 @@ class Saturation(Effect):
 
     def __post_init__(self):
         if self.mode not in ("soft", "hard"):
-            raise ValueError(f"saturation mode must be 'soft' or 'hard', got {self.mode!r}")
-        if self.level <= 0:
-            raise ValueError(f"saturation level must be > 0, got {self.level}")
+            raise ValueError(f"saturation: mode must be 'soft' or 'hard', got {self.mode!r}")
+        if not self.level > 0:
+            raise ValueError(f"saturation: level must be > 0, got {self.level}")
 
     def __call__(self, y, gen):
         if self.mode == "soft":
             return self.level * torch.tanh(y / self.level)
-        return y.clamp(max=self.level)
+        return y.clamp(-self.level, self.level)
 
 
 @dataclass
@@ -91,9 +99,9 @@ class Quantization(Effect):
 
     def __post_init__(self):
         if not 1 <= int(self.bits) <= 32:
-            raise ValueError(f"quantisation bits must be in 1..32, got {self.bits}")
+            raise ValueError(f"quantize: bits must be in 1..32, got {self.bits}")
         if not self.lo < self.hi:
-            raise ValueError(f"quantisation range needs lo < hi, got [{self.lo}, {self.hi}]")
+            raise ValueError(f"quantize: range needs lo < hi, got [{self.lo}, {self.hi}]")
 
     def __call__(self, y, gen):
         steps = 2 ** int(self.bits) - 1

@@ -1,0 +1,19 @@
+import pytest
+import torch
+
+from physnn.experiments.config import load_config
+
+
+@pytest.fixture
+def tiny_config():
+    """digits-optical shrunk so a run takes about a second."""
+    cfg = load_config("digits-optical")
+    cfg["device"]["camera_shape"] = [8, 8]
+    cfg["network"]["hidden"] = [32, 32]
+    cfg["train"].update(epochs=4, eval_every=2, inner_steps=3, lr=2e-3)
+    return cfg
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(2)

@@ -1,0 +1,259 @@
+"""Physics of the optical multimode cavity simulator (``sim:optical``)."""
+
+import pytest
+import torch
+
+from physnn.devices import make_device
+from physnn.sim.optical import OpticalCavity, haar_unitary
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def cavity(**kw):
+    """n_in=16 fills a 4x4 SLM; with a 4x4 camera the cavity has exactly 16 modes."""
+    return OpticalCavity(**{"n_in": 16, "camera_shape": (4, 4), **kw})
+
+
+def inputs(b=8, n=16, seed=0, dtype=torch.float64, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, n, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
+
+
+def power(field):
+    return field.abs().square().sum(-1)
+
+
+# -- energy conservation ----------------------------------------------------------------
+
+
+def test_square_geometry_has_as_many_modes_as_pixels():
+    dev = cavity()
+    assert dev.config.slm_shape == (4, 4)
+    assert dev.config.n_modes == 16 and dev.n_slm == 16 and dev.n_cam == 16
+    assert dev.transmission.shape == (16, 16)
+
+
+def test_transmission_matrix_is_unitary():
+    t = cavity(seed=3).transmission
+    eye = torch.eye(16, dtype=t.dtype)
+    assert torch.allclose(t.conj().T @ t, eye, atol=1e-12)
+    assert torch.allclose(t @ t.conj().T, eye, atol=1e-12)
+
+
+def test_haar_unitary_is_unitary_and_seeded():
+    u = haar_unitary(9, torch.Generator().manual_seed(1))
+    assert torch.allclose(u.conj().T @ u, torch.eye(9, dtype=u.dtype), atol=1e-12)
+    assert torch.equal(u, haar_unitary(9, torch.Generator().manual_seed(1)))
+
+
+@pytest.mark.parametrize("encoding", ["phase", "amplitude"])
+def test_propagation_conserves_power(encoding):
+    dev = cavity(encoding=encoding, seed=1)
+    x = inputs(32)
+    field_in = dev.slm_field(x)
+    field_out = dev.propagate(field_in)
+    assert field_out.shape == (32, 16)
+    p_in, p_out = power(field_in), power(field_out)
+    assert torch.allclose(p_out, p_in, rtol=0, atol=1e-5)
+    if encoding == "phase":
+        assert torch.allclose(p_in, torch.ones(32, dtype=torch.float64), atol=1e-12)
+    else:
+        assert torch.allclose(p_in, x.square().sum(-1) / 16, atol=1e-12)
+    # and the device output (gain = camera pixels) carries the same total
+    assert torch.allclose(dev(x).sum(-1), 16 * p_in, atol=1e-5)
+
+
+def test_phase_encoding_conserves_power_with_background_pixels():
+    dev = cavity(n_in=11, slm_shape=(4, 4), background=0.3, seed=2)
+    field_in = dev.slm_field(inputs(8, n=11))
+    assert torch.allclose(power(dev.propagate(field_in)), torch.ones(8, dtype=torch.float64))
+
+
+@pytest.mark.parametrize(
+    "kw", [{"n_modes": 32}, {"camera_shape": (2, 2)}, {"camera_shape": (3, 4), "n_modes": 20}]
+)
+def test_unobserved_modes_lose_power(kw):
+    dev = cavity(seed=5, **kw)
+    x = inputs(64)
+    field_in = dev.slm_field(x)
+    p_in, p_out = power(field_in), power(dev.propagate(field_in))
+    assert (p_out <= p_in + 1e-12).all()
+    assert (p_out.mean() / p_in.mean()) < 0.95
+    sv = torch.linalg.svdvals(dev.transmission)
+    assert sv.max() <= 1 + 1e-12
+
+
+# -- square-law detection ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gain", [None, 2.5])
+def test_output_is_gain_times_intensity(gain):
+    dev = cavity(gain=gain, seed=4)
+    x = inputs(6)
+    expected_gain = 16.0 if gain is None else gain
+    assert dev.gain == expected_gain
+    expected = expected_gain * dev.propagate(dev.slm_field(x)).abs().square()
+    assert torch.allclose(dev(x), expected, rtol=1e-12, atol=0)
+    # explicitly: camera pixel i = gain * |sum_j T_ij E_j|^2
+    e = dev.slm_field(x)[0]
+    pixel3 = expected_gain * abs(sum(dev.transmission[3, j] * e[j] for j in range(16))) ** 2
+    assert dev(x)[0, 3].item() == pytest.approx(pixel3.item(), rel=1e-10)
+
+
+def test_amplitude_encoding_is_quadratic_with_a_zero_background():
+    dev = cavity(n_in=13, slm_shape=(4, 4), encoding="amplitude", seed=6)  # 3 background px
+    x = 0.5 * inputs(6, n=13)
+    assert torch.allclose(dev(2 * x), 4 * dev(x), rtol=1e-10, atol=1e-12)
+    # a non-zero background is a reference field: scaling the inputs no longer scales by 4
+    lit = cavity(n_in=13, slm_shape=(4, 4), encoding="amplitude", background=0.5, seed=6)
+    assert not torch.allclose(lit(2 * x), 4 * lit(x), rtol=1e-3)
+    assert torch.allclose(lit(torch.zeros(1, 13)).sum(), torch.tensor(3 * 0.25, dtype=torch.float32))
+
+
+def test_amplitude_readout_is_the_square_root_of_intensity():
+    x = inputs(6)
+    intensity = cavity(seed=8)(x)
+    amplitude = cavity(seed=8, readout="amplitude")(x)
+    assert (intensity > 0).all()
+    assert torch.allclose(amplitude, intensity.sqrt(), rtol=1e-10)
+    assert "amplitude" in cavity(readout="amplitude").spec.output_units
+
+
+# -- saturation -------------------------------------------------------------------------
+
+
+def test_hard_camera_saturation_caps_the_pixels():
+    x = inputs(32)
+    ideal = cavity(seed=9)(x)
+    level = 1.5
+    sat = cavity(seed=9, camera=[{"kind": "saturation", "level": level, "mode": "hard"}])(x)
+    assert (ideal > level).any()  # there is something to saturate
+    assert sat.max() <= level
+    below = ideal <= level
+    assert torch.equal(sat[below], ideal[below])
+    assert torch.all(sat[~below] == level)
+
+
+def test_soft_camera_saturation_is_monotone_and_bounded():
+    level = 0.7
+    kw = {"encoding": "amplitude", "seed": 10}
+    dev = cavity(camera=[{"kind": "saturation", "level": level, "mode": "soft"}], **kw)
+    ideal = cavity(**kw)
+    x0 = 0.2 + 0.8 * inputs(1)
+    t = torch.linspace(0.05, 1.0, 40, dtype=torch.float64).unsqueeze(1)
+    y = dev(t * x0)  # each pixel's intensity grows as t^2
+    assert (y.diff(dim=0) > 0).all()
+    assert (y < level).all() and (y >= 0).all()
+    assert torch.allclose(y, level * torch.tanh(ideal(t * x0) / level), rtol=1e-12)
+    assert (ideal(t * x0).max() > 2 * level).item()  # deep into saturation at the top
+
+
+# -- pooling ----------------------------------------------------------------------------
+
+
+def test_pooling_averages_two_by_two_blocks():
+    x = inputs(5)
+    full = cavity(seed=11)(x)
+    dev = cavity(seed=11, pool=2)
+    assert dev.spec.n_out == 4
+    pooled = dev(x)
+    assert pooled.shape == (5, 4)
+    blocks = full.reshape(5, 2, 2, 2, 2).mean(dim=(2, 4)).reshape(5, 4)
+    assert torch.allclose(pooled, blocks, rtol=1e-12)
+    # top-left output is the mean of camera pixels (0,0), (0,1), (1,0), (1,1)
+    assert pooled[0, 0].item() == pytest.approx(full[0, [0, 1, 4, 5]].mean().item())
+
+
+def test_overlapping_pooling_with_a_stride():
+    x = inputs(3)
+    full = cavity(seed=12)(x).reshape(3, 4, 4)
+    dev = cavity(seed=12, pool=2, pool_stride=1)
+    assert dev.spec.n_out == 9
+    windows = full.unfold(1, 2, 1).unfold(2, 2, 1).mean(dim=(-1, -2)).reshape(3, 9)
+    assert torch.allclose(dev(x), windows, rtol=1e-12)
+
+
+# -- nonlinearity and seeding -----------------------------------------------------------
+
+
+def test_phase_encoding_is_nonlinear():
+    dev = cavity(seed=13)
+    a = 0.5 * inputs(4, seed=1)
+    b = 0.5 * inputs(4, seed=2)
+    zero = torch.zeros_like(a)
+    lhs, rhs = dev(a + b), dev(a) + dev(b) - dev(zero)
+    assert (lhs - rhs).abs().max() > 0.1 * lhs.abs().max()
+
+
+def test_transmission_matrix_is_fixed_by_the_seed():
+    assert torch.equal(cavity(seed=21).transmission, cavity(seed=21).transmission)
+    other = cavity(seed=22).transmission
+    assert (other - cavity(seed=21).transmission).abs().max() > 0.1
+    x = inputs(3)
+    assert torch.equal(cavity(seed=21)(x), cavity(seed=21)(x))
+    assert not torch.allclose(cavity(seed=21)(x), cavity(seed=22)(x))
+
+
+def test_factory_and_class_build_the_same_cavity():
+    x = inputs(3)
+    a = make_device("sim:optical", n_in=16, camera_shape=(4, 4), seed=5)
+    assert torch.equal(a(x), cavity(seed=5)(x))
+
+
+# -- batching, dtype, torch device ------------------------------------------------------
+
+
+@pytest.mark.parametrize("pool", [1, 2])
+def test_batch_equals_sample_by_sample(pool):
+    dev = cavity(seed=14, pool=pool)
+    x = inputs(9)
+    batched = dev(x)
+    single = torch.cat([dev(x[i : i + 1]) for i in range(9)])
+    assert torch.allclose(batched, single, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_runs_on_the_input_dtype_and_device(device, dtype):
+    dev = cavity(seed=15, pool=2, camera=[{"kind": "readout", "sigma": 0.0}])
+    x = inputs(4, dtype=dtype, device=device)
+    y = dev(x)
+    assert y.dtype == dtype and y.device == x.device
+    assert y.shape == (4, 4)
+    ref = cavity(seed=15, pool=2)(inputs(4, dtype=torch.float64))
+    tol = 1e-5 if dtype == torch.float32 else 1e-10
+    assert torch.allclose(y.cpu().double(), ref, rtol=tol, atol=tol)
+    yg = dev.forward_with_grad(x.clone().requires_grad_(True))
+    assert yg.dtype == dtype and yg.device == x.device
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_noisy_camera_runs_on_the_input_device(device):
+    dev = cavity(seed=16, camera=[{"kind": "shot", "photons": 100.0}, {"kind": "readout"}])
+    x = inputs(4, device=device)
+    y = dev(x)
+    assert y.device == x.device and torch.isfinite(y).all()
+    assert not torch.equal(y, dev(x))
+
+
+# -- configuration errors ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kw, words",
+    [
+        ({"n_modes": 8}, ["n_modes=8", "16"]),
+        ({"n_in": 16, "slm_shape": (4, 4), "camera_shape": (5, 5), "n_modes": 20}, ["n_modes", "25"]),
+        ({"encoding": "polarisation"}, ["encoding", "polarisation"]),
+        ({"readout": "phase"}, ["readout", "'phase'"]),
+        ({"slm_shape": (3, 5)}, ["slm_shape", "15", "n_in=16"]),
+        ({"n_in": 0}, ["n_in"]),
+        ({"pool": 5}, ["pool=5", "(4, 4)"]),
+        ({"pool": 0}, ["pool=0"]),
+    ],
+)
+def test_bad_configuration_is_a_clear_value_error(kw, words):
+    with pytest.raises(ValueError) as e:
+        cavity(**kw)
+    for w in words:
+        assert w in str(e.value)
