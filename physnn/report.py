@@ -17,10 +17,7 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> 
 
 def report(run_path: str | Path, out_dir: str | Path | None = None) -> list[Path]:
     """Write ``<run>_curves.png`` and ``<run>_confusion.png``; return their paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
 
     run_path = Path(run_path)
     rec = read_run(run_path)
@@ -32,7 +29,8 @@ def report(run_path: str | Path, out_dir: str | Path | None = None) -> list[Path
         title += f" · {rec.get('status', 'incomplete')}"
     paths = []
 
-    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    ax_l, ax_a = fig.subplots(1, 2)
     epoch = m["epoch"]
     loss = np.atleast_2d(m["loss"])
     for k in range(loss.shape[1]):
@@ -50,13 +48,13 @@ def report(run_path: str | Path, out_dir: str | Path | None = None) -> list[Path
     fig.suptitle(title)
     paths.append(out_dir / f"{run_path.stem}_curves.png")
     fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
 
     pred = rec["predictions"]
     if "test_true" in pred:
         n = int(max(pred["test_true"].max(), pred["test_pred"].max())) + 1
         cm = confusion_matrix(pred["test_true"], pred["test_pred"], n)
-        fig, ax = plt.subplots(figsize=(5.5, 5), constrained_layout=True)
+        fig = Figure(figsize=(5.5, 5), layout="constrained")
+        ax = fig.subplots()
         im = ax.imshow(cm, cmap="Blues")
         for i in range(n):
             for j in range(n):
@@ -69,5 +67,4 @@ def report(run_path: str | Path, out_dir: str | Path | None = None) -> list[Path
         fig.colorbar(im, ax=ax, shrink=0.8)
         paths.append(out_dir / f"{run_path.stem}_confusion.png")
         fig.savefig(paths[-1], dpi=120)
-        plt.close(fig)
-    return paths
+        return paths

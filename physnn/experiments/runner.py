@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .. import __version__
 from ..data import DATASETS, Dataset
@@ -20,6 +19,7 @@ from ..devices import make_device
 from ..runlog import read_run, write_run
 from ..train.network import Block, PhysicalNetwork
 from ..train.phyll import PhyLL, PhyLLSettings
+from .config import load_config
 from .reference import logistic_regression_accuracy
 
 METRICS = ("epoch", "train_acc", "test_acc", "wall_time_s", "train_queries", "eval_queries")
@@ -90,7 +90,7 @@ def run(
     reaches the numbers an uninterrupted run would. ``stop_after`` ends the run after that
     many epochs, as an interruption would (for tests and for splitting long jobs).
     """
-    cfg = copy.deepcopy(config)
+    cfg = load_config(config)  # merged onto the defaults and validated
     seed = int(cfg["seed"] if seed is None else seed)
     cfg["seed"] = seed
     out = Path(out)
@@ -274,12 +274,9 @@ def train(
     """
     import json
 
-    from .config import load_config
-
     cfg = load_config(source)
     if epochs is not None:
         cfg["train"]["epochs"] = int(epochs)
-        load_config(cfg)  # re-validate
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
     first = int(cfg["seed"] if seed is None else seed)
