@@ -100,3 +100,20 @@ def test_train_several_seeds_writes_summary(tiny_config, tmp_path):
     mean, std = s.test_acc
     accs = [r.test_acc for r in s.results]
     assert mean == pytest.approx(np.mean(accs)) and std == pytest.approx(np.std(accs, ddof=1))
+
+
+def test_overwrite_drops_the_old_log_before_a_failing_restart(tiny_config, tmp_path):
+    p = tmp_path / "r.h5"
+    run(tiny_config, p, progress=False, stop_after=1)
+    tiny_config["train"]["label_amplitude"] = 2.0
+    with pytest.raises(ValueError, match="outside the allowed domain"):
+        run(tiny_config, p, progress=False, overwrite=True)
+    assert not p.exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="CUDA is available here")
+def test_unavailable_torch_device_is_a_clear_error(tiny_config, tmp_path):
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        run(tiny_config, tmp_path / "r.h5", torch_device="cuda", progress=False)
+    with pytest.raises(ValueError, match="unknown torch device 'gpu0'"):
+        run(tiny_config, tmp_path / "r.h5", torch_device="gpu0", progress=False)

@@ -70,6 +70,15 @@ def make_trainer(cfg: dict[str, Any], net: PhysicalNetwork, n_classes: int, seed
     return PhyLL(net, settings, torch.Generator().manual_seed(seed + 1))
 
 
+def _check_torch_device(name: str) -> None:
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown torch device {name!r}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"torch device {name!r} requested but CUDA is not available here; use cpu")
+
+
 def _queries(net: PhysicalNetwork) -> int:
     return sum(d.accounting.samples for d in net.devices)
 
@@ -94,6 +103,9 @@ def run(
     seed = int(cfg["seed"] if seed is None else seed)
     cfg["seed"] = seed
     out = Path(out)
+    _check_torch_device(torch_device)
+    if overwrite:
+        out.unlink(missing_ok=True)  # a failed restart must not leave the old log looking current
     t_cfg = cfg["train"]
     epochs = int(t_cfg["epochs"])
 
