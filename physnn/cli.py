@@ -19,7 +19,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     summary = train(
-        a.config, out=a.out, seed=a.seed, seeds=a.seeds, epochs=a.epochs,
+        a.config, out=a.out, seed=a.seed, seeds=a.seeds, epochs=a.epochs, overrides=a.set,
         torch_device=a.device, progress=not a.no_progress, overwrite=a.overwrite,
     )
     print(summary.markdown())
@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, help="first seed (default: the config's seed)")
     t.add_argument("--seeds", type=int, default=1, help="number of consecutive seeds (default 1)")
     t.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
+    t.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.lr=1e-3 --set data.path=DIR (repeatable)",
+    )
     t.add_argument("--out", default="runs", help="output folder (default: runs)")
     t.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
     t.add_argument("--threads", type=int, help="torch CPU threads")

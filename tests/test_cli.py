@@ -14,16 +14,17 @@ def physnn(*args, cwd):
 
 def test_train_and_report_end_to_end(tmp_path):
     p = physnn("train", "digits-optical", "--epochs", "2", "--out", "out", "--no-progress",
-               cwd=tmp_path)
+               "--set", "train.eval_every=1", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert "PhyLL test accuracy" in p.stdout and "Logistic regression" in p.stdout
     log = tmp_path / "out" / "digits-optical" / "seed0.h5"
     rec = read_run(log)
     assert rec["status"] == "complete" and len(rec["metrics"]["epoch"]) == 2
-    assert rec["config"]["train"]["epochs"] == 2
+    assert rec["config"]["train"]["epochs"] == 2 and rec["config"]["train"]["eval_every"] == 1
+    assert not any(map(lambda v: v != v, rec["metrics"]["test_acc"]))  # evaluated every epoch
     # second call finds the finished run and does not train again
     again = physnn("train", "digits-optical", "--epochs", "2", "--out", "out", "--no-progress",
-                   cwd=tmp_path)
+                   "--set", "train.eval_every=1", cwd=tmp_path)
     assert again.returncode == 0 and read_run(log)["wall_time_s"] == rec["wall_time_s"]
 
     r = physnn("report", str(log), cwd=tmp_path)

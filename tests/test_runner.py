@@ -117,3 +117,20 @@ def test_unavailable_torch_device_is_a_clear_error(tiny_config, tmp_path):
         run(tiny_config, tmp_path / "r.h5", torch_device="cuda", progress=False)
     with pytest.raises(ValueError, match="unknown torch device 'gpu0'"):
         run(tiny_config, tmp_path / "r.h5", torch_device="gpu0", progress=False)
+
+
+def test_overrides_parse_toml_values_and_reject_unknown_keys(tiny_config):
+    from physnn.experiments.config import apply_overrides
+
+    cfg = apply_overrides(
+        tiny_config, ["train.lr=1e-3", "network.hidden=[8, 8]", "name=my run", "device.pool=2"]
+    )
+    assert cfg["train"]["lr"] == 1e-3 and cfg["network"]["hidden"] == [8, 8]
+    assert cfg["name"] == "my run" and cfg["device"]["pool"] == 2
+    assert tiny_config["train"]["lr"] == 2e-3  # the input is not modified
+    with pytest.raises(ValueError, match="unknown config key 'train.lrr'"):
+        apply_overrides(tiny_config, ["train.lrr=1"])
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        apply_overrides(tiny_config, ["train.lr"])
+    with pytest.raises(ValueError, match="train.epochs must be >= 1"):
+        apply_overrides(tiny_config, ["train.epochs=0"])

@@ -77,6 +77,29 @@ def load_config(source: str | Path | dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
+def apply_overrides(cfg: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` strings (values parsed as TOML, else taken as text)."""
+    new = copy.deepcopy(cfg)
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects KEY=VALUE (e.g. train.lr=1e-3), got {item!r}")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        *parents, leaf = key.strip().split(".")
+        node: dict[str, Any] = {}
+        top = node
+        for part in parents:
+            node[part] = {}
+            node = node[part]
+        node[leaf] = value
+        new = _merge(new, top)
+    validate(new)
+    return new
+
+
 def validate(cfg: dict[str, Any]) -> None:
     t = cfg["train"]
     checks = [

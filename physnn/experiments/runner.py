@@ -19,7 +19,7 @@ from ..devices import make_device
 from ..runlog import read_run, write_run
 from ..train.network import Block, PhysicalNetwork
 from ..train.phyll import PhyLL, PhyLLSettings
-from .config import load_config
+from .config import apply_overrides, load_config
 from .reference import logistic_regression_accuracy
 
 METRICS = ("epoch", "train_acc", "test_acc", "wall_time_s", "train_queries", "eval_queries")
@@ -275,6 +275,7 @@ def train(
     seed: int | None = None,
     seeds: int = 1,
     epochs: int | None = None,
+    overrides: list[str] | None = None,
     torch_device: str = "cpu",
     progress: bool = True,
     overwrite: bool = False,
@@ -283,10 +284,11 @@ def train(
 
     Each seed writes ``OUT/NAME/seed<S>.h5``; the summary goes to ``summary.md`` and
     ``summary.json`` beside them. Rerunning the same command resumes unfinished seeds.
+    ``overrides`` are ``section.key=value`` strings, as ``physnn train --set``.
     """
     import json
 
-    cfg = load_config(source)
+    cfg = apply_overrides(load_config(source), list(overrides or []))
     if epochs is not None:
         cfg["train"]["epochs"] = int(epochs)
     if seeds < 1:
