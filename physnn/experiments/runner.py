@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -70,6 +71,18 @@ def make_trainer(cfg: dict[str, Any], net: PhysicalNetwork, n_classes: int, seed
     return PhyLL(net, settings, torch.Generator().manual_seed(seed + 1))
 
 
+def map_into_domain(data: Dataset, domain) -> Dataset:
+    """Map features from [0, 1] into the first device's input domain (snap to its levels)."""
+    if domain.levels is None and (domain.lo, domain.hi) == (0.0, 1.0):
+        return data
+    span = domain.hi - domain.lo
+    return dataclasses.replace(
+        data,
+        x_train=domain.project(domain.lo + span * data.x_train),
+        x_test=domain.project(domain.lo + span * data.x_test),
+    )
+
+
 def _check_torch_device(name: str) -> None:
     try:
         dev = torch.device(name)
@@ -109,8 +122,9 @@ def run(
     t_cfg = cfg["train"]
     epochs = int(t_cfg["epochs"])
 
-    data = load_data(cfg, seed).to(torch_device)
-    net = build_network(cfg, data.n_features, seed, torch_device)
+    raw = load_data(cfg, seed).to(torch_device)
+    net = build_network(cfg, raw.n_features, seed, torch_device)
+    data = map_into_domain(raw, net.blocks[0].device.spec.domain)
     trainer = make_trainer(cfg, net, data.n_classes, seed)
 
     metrics: dict[str, list] = {k: [] for k in METRICS}
@@ -134,8 +148,8 @@ def run(
             start_epoch, wall_before = ck["epoch"], ck["wall_time_s"]
             reference, created = prev["reference"], prev.get("created", created)
     if not reference:
-        x_tr = data.x_train[:, data.label_slots :].cpu().numpy()
-        x_te = data.x_test[:, data.label_slots :].cpu().numpy()
+        x_tr = raw.x_train[:, raw.label_slots :].cpu().numpy()  # before any device quantisation
+        x_te = raw.x_test[:, raw.label_slots :].cpu().numpy()
         reference = {
             "logistic_regression_test_acc": logistic_regression_accuracy(
                 x_tr, data.y_train.cpu().numpy(), x_te, data.y_test.cpu().numpy(), seed
