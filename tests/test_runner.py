@@ -134,3 +134,9 @@ def test_overrides_parse_toml_values_and_reject_unknown_keys(tiny_config):
         apply_overrides(tiny_config, ["train.lr"])
     with pytest.raises(ValueError, match="train.epochs must be >= 1"):
         apply_overrides(tiny_config, ["train.epochs=0"])
+
+
+def test_unknown_data_key_names_the_allowed_ones(tiny_config, tmp_path):
+    tiny_config["data"]["colour"] = "red"
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['colour'\] in \[data\].*test_fraction"):
+        run(tiny_config, tmp_path / "r.h5", progress=False)

@@ -1,8 +1,26 @@
 """Data sets. Loaders never download: they read what ships with a package or a path you give."""
 
-from .dataset import Dataset, stratified_split
+from .dataset import Dataset, make_dataset, stratified_split
 from .digits import load_digits
+from .vowels import (
+    load_vowels,
+    read_hillenbrand_table,
+    read_hillenbrand_wav,
+    read_peterson_barney,
+    synthesize_vowel_table,
+)
 
-DATASETS = {"digits": load_digits}
+DATASETS = {"digits": load_digits, "vowels": load_vowels}
 
-__all__ = ["DATASETS", "Dataset", "load_digits", "stratified_split"]
+__all__ = [
+    "DATASETS",
+    "Dataset",
+    "load_digits",
+    "load_vowels",
+    "make_dataset",
+    "read_hillenbrand_table",
+    "read_hillenbrand_wav",
+    "read_peterson_barney",
+    "stratified_split",
+    "synthesize_vowel_table",
+]

@@ -26,9 +26,10 @@ DEFAULTS: dict[str, Any] = {
         "eval_train": True,
     },
 }
-"""Every key a config may set. ``device`` is free-form: the device factory validates it."""
+"""Every key a config may set. ``device`` and ``data`` are free-form: the device factory and
+the data set's loader validate them (their keyword arguments)."""
 
-FREE_FORM = {"device"}
+FREE_FORM = {"device", "data"}
 
 
 def presets() -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import time
 from dataclasses import dataclass
@@ -37,10 +38,17 @@ class RunResult:
 
 def load_data(cfg: dict[str, Any], seed: int) -> Dataset:
     d = dict(cfg["data"])
-    name = d.pop("name")
+    name = d.pop("name", None)
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; allowed: {sorted(DATASETS)}")
-    return DATASETS[name](seed=seed, **d)
+    loader = DATASETS[name]
+    allowed = set(inspect.signature(loader).parameters) - {"seed"}
+    unknown = sorted(set(d) - allowed)
+    if unknown:
+        raise ValueError(
+            f"unknown key(s) {unknown} in [data] for data set {name!r}; allowed: {sorted(allowed)}"
+        )
+    return loader(seed=seed, **d)
 
 
 def build_network(

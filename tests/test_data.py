@@ -1,0 +1,85 @@
+"""make_dataset: the min-max default (digits), z-score scaling, padding, missing values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from physnn.data import load_digits, make_dataset, stratified_split
+
+
+def test_digits_minmax_unchanged():
+    """The digits pipeline as it was: per-pixel min-max with the training range, clipped."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    raw = sk_digits()
+    d = load_digits(seed=2)
+    train, test = stratified_split(raw.target, 0.2, 2)
+    lo, hi = raw.data[train].min(0), raw.data[train].max(0)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    xs = np.clip((raw.data - lo) / span, 0.0, 1.0)
+    expect = torch.as_tensor(np.concatenate([np.zeros((len(xs), 10)), xs], 1), dtype=torch.float32)
+    assert torch.equal(d.x_train, expect[train]) and torch.equal(d.x_test, expect[test])
+    assert d.label_slots == 10 and d.n_features == 74 and d.name == "digits"
+
+
+def _toy(n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.repeat([0, 1, 2], n // 3)
+    x = rng.normal(size=(n, 3)) * [1.0, 10.0, 100.0] + y[:, None] * [1.0, 5.0, 0.0]
+    return x, y
+
+
+def test_zscore_scaling_is_shared_and_in_unit_range():
+    x, y = _toy()
+    d = make_dataset("toy", x, y, ["a", "b", "c"], test_fraction=0.2, seed=0,
+                     scaling="zscore", reserve_label_slots=False)
+    train, _ = stratified_split(y, 0.2, 0)
+    z = (x - x[train].mean(0)) / x[train].std(0)
+    expect = (z - z[train].min()) / (z[train] - z[train].min()).max()
+    np.testing.assert_allclose(d.x_train.numpy(), expect[train], atol=1e-6)
+    assert d.x_train.min() == 0 and d.x_train.max() == 1
+    assert d.x_test.min() >= 0 and d.x_test.max() <= 1  # test values clipped
+    # shared shift and scale: a feature's spread is its z-score spread, not a full [0, 1]
+    spans = d.x_train.max(0).values - d.x_train.min(0).values
+    assert spans.min() < 0.99
+    minmax = make_dataset("toy", x, y, ["a", "b", "c"], test_fraction=0.2, seed=0,
+                          reserve_label_slots=False)
+    assert torch.allclose(minmax.x_train.min(0).values, torch.zeros(3))
+    assert torch.allclose(minmax.x_train.max(0).values, torch.ones(3))
+    with pytest.raises(ValueError, match="unknown scaling"):
+        make_dataset("toy", x, y, ["a", "b", "c"], test_fraction=0.2, seed=0, scaling="x")
+
+
+def test_pad_to_after_label_slots():
+    x, y = _toy()
+    d = make_dataset("toy", x, y, ["a", "b", "c"], test_fraction=0.2, seed=0, pad_to=8)
+    assert d.n_features == 8 and d.label_slots == 3
+    assert (d.x_train[:, :3] == 0).all() and (d.x_train[:, 6:] == 0).all()
+    assert (d.x_train[:, 3:6] > 0).any()
+    same = make_dataset("toy", x, y, ["a", "b", "c"], test_fraction=0.2, seed=0, pad_to=6)
+    assert same.n_features == 6
+    with pytest.raises(ValueError, match="pad_to=5"):
+        make_dataset("toy", x, y, ["a", "b", "c"], test_fraction=0.2, seed=0, pad_to=5)
+
+
+def test_missing_values_error_or_training_mean():
+    x, y = _toy()
+    x[0, 1] = np.nan
+    with pytest.raises(ValueError, match="missing"):
+        make_dataset("toy", x, y, ["a", "b", "c"], test_fraction=0.2, seed=0)
+    d = make_dataset("toy", x, y, ["a", "b", "c"], test_fraction=0.2, seed=0,
+                     reserve_label_slots=False, impute_missing=True)
+    train, test = stratified_split(y, 0.2, 0)
+    filled = x.copy()
+    filled[0, 1] = np.nanmean(x[train, 1])
+    lo, hi = filled[train].min(0), filled[train].max(0)
+    row = np.clip((filled[0] - lo) / (hi - lo), 0, 1)
+    where = np.flatnonzero(train == 0) if 0 in train else None
+    got = d.x_train[where[0]] if where is not None else d.x_test[np.flatnonzero(test == 0)[0]]
+    np.testing.assert_allclose(got.numpy(), row, atol=1e-6)
+    x[:, 2] = np.nan
+    with pytest.raises(ValueError, match="every training sample"):
+        make_dataset("toy", x, y, ["a", "b", "c"], test_fraction=0.2, seed=0,
+                     impute_missing=True)
