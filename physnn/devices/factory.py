@@ -13,6 +13,8 @@ from .nonideal import NonIdealDevice
 
 KINDS: dict[str, str] = {
     "sim:optical": "physnn.sim.optical:OpticalCavity",
+    "sim:acoustic": "physnn.sim.acoustic:AcousticCavity",
+    "sim:microwave": "physnn.sim.microwave:MetasurfaceCavity",
 }
 """Device kinds and the class that implements each (imported on first use)."""
 
