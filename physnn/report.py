@@ -15,8 +15,22 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> 
     return cm
 
 
+def _plot_device(fig, description: dict) -> bool:
+    """Rebuild the first block's device from its stored description and let it draw itself."""
+    import torch
+
+    from .devices import make_device
+
+    dev = make_device(description)
+    dom = dev.spec.domain
+    gen = torch.Generator().manual_seed(0)
+    x = dom.project(dom.lo + (dom.hi - dom.lo) * torch.rand(4, dev.spec.n_in, generator=gen))
+    return dev.plot(fig, x)
+
+
 def report(run_path: str | Path, out_dir: str | Path | None = None) -> list[Path]:
-    """Write ``<run>_curves.png`` and ``<run>_confusion.png``; return their paths."""
+    """Write ``<run>_curves.png``, ``<run>_confusion.png`` and ``<run>_device.png`` (what the
+    first block's device does to a few random inputs); return their paths."""
     from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
 
     run_path = Path(run_path)
@@ -48,6 +62,12 @@ def report(run_path: str | Path, out_dir: str | Path | None = None) -> list[Path
     fig.suptitle(title)
     paths.append(out_dir / f"{run_path.stem}_curves.png")
     fig.savefig(paths[-1], dpi=120)
+
+    if rec["devices"]:
+        fig = Figure(figsize=(11, 4.2), layout="constrained")
+        if _plot_device(fig, rec["devices"][0]):
+            paths.append(out_dir / f"{run_path.stem}_device.png")
+            fig.savefig(paths[-1], dpi=120)
 
     pred = rec["predictions"]
     if "test_true" in pred:

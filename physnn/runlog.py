@@ -35,6 +35,7 @@ def write_run(path: str | Path, record: dict[str, Any]) -> None:
                 if key in record:
                     f.attrs[key] = record[key]
             f.attrs["config_json"] = json.dumps(record["config"])
+            f.attrs["devices_json"] = json.dumps(record.get("devices", []))
             m = f.create_group("metrics")
             for key, values in record["metrics"].items():
                 m.create_dataset(key, data=np.asarray(values, dtype=np.float64))
@@ -71,8 +72,10 @@ def read_run(path: str | Path, *, checkpoint: bool = False) -> dict[str, Any]:
     with f:
         if "config_json" not in f.attrs or "metrics" not in f:
             raise ValueError(f"{path} is an HDF5 file but not a physnn run log")
-        out: dict[str, Any] = {k: _py(v) for k, v in f.attrs.items() if k != "config_json"}
+        skip = ("config_json", "devices_json")
+        out: dict[str, Any] = {k: _py(v) for k, v in f.attrs.items() if k not in skip}
         out["config"] = json.loads(f.attrs["config_json"])
+        out["devices"] = json.loads(f.attrs.get("devices_json", "[]"))
         out["metrics"] = {k: f["metrics"][k][()] for k in f["metrics"]}
         out["accounting"] = {
             k: {a: _py(v) for a, v in g.attrs.items()} for k, g in f["accounting"].items()

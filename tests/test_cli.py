@@ -29,7 +29,8 @@ def test_train_and_report_end_to_end(tmp_path):
 
     r = physnn("report", str(log), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    pngs = [tmp_path / "out" / "digits-optical" / f"seed0_{k}.png" for k in ("curves", "confusion")]
+    folder = tmp_path / "out" / "digits-optical"
+    pngs = [folder / f"seed0_{k}.png" for k in ("curves", "confusion", "device")]
     for png in pngs:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -221,6 +221,13 @@ class Device:
     def _measure(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def plot(self, fig: Any, x: torch.Tensor) -> bool:
+        """Draw what this device does to inputs ``x`` on a matplotlib Figure.
+
+        Returns False when the device has nothing to show (the default).
+        """
+        return False
+
     def describe(self) -> dict[str, Any]:
         """The description this device was built from (saved in run logs)."""
         return {"kind": self.spec.name}

@@ -164,6 +164,7 @@ def run(
             )
         }
 
+    devices = [d.describe() for d in net.devices]
     t0 = time.perf_counter() - wall_before
     last = epochs if stop_after is None else min(epochs, start_epoch + stop_after)
     bar = tqdm(
@@ -199,6 +200,7 @@ def run(
             "created": created,
             "wall_time_s": time.perf_counter() - t0,
             "config": cfg,
+            "devices": devices,
             "metrics": metrics,
             "accounting": {
                 **{f"block{k}": d.accounting.as_dict() for k, d in enumerate(net.devices)},

@@ -864,6 +864,12 @@ class AcousticCavity(Device):
         with torch.no_grad():
             return self.simulate(x, int(step), read=False)["p"][0]
 
+    def plot(self, fig, x: torch.Tensor) -> bool:
+        """Field snapshot with speakers, scatterers, membranes and microphones."""
+        fig.set_size_inches(6.5, 5.5)
+        self.plot_layout(fig.subplots(), x[:1])
+        return True
+
     def plot_layout(self, ax, x: torch.Tensor | None = None, step: int | None = None):
         """Draw the cavity on a matplotlib ``Axes``; see :func:`plot_layout`."""
         return plot_layout(self, ax, x, step)

@@ -540,6 +540,13 @@ class MetasurfaceCavity(Device):
         return {"supplied": p[..., source].imag, "absorbed": absorbed, "radiated": radiated}
 
     # -- pictures ----------------------------------------------------------------------
+    def plot(self, fig: Any, x: torch.Tensor) -> bool:
+        """Cavity geometry and |transfer function| spectra for a few inputs."""
+        ax_g, ax_s = fig.subplots(1, 2)
+        self.plot_geometry(ax_g)
+        self.plot_spectra(ax_s, x[:4])
+        return True
+
     def plot_spectra(self, ax: Any, x: torch.Tensor | None = None, n: int = 4) -> Any:
         """Draw the output ``gain |s(f)|`` (first link) against frequency on a matplotlib Axes.
 

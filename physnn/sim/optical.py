@@ -164,6 +164,23 @@ class OpticalCavity(Device):
     def _measure(self, x: torch.Tensor) -> torch.Tensor:
         return self.camera(self.propagate(self.slm_field(x)))
 
+    def plot(self, fig, x: torch.Tensor) -> bool:
+        """Camera images (before pooling) for the first few inputs."""
+        n = min(3, x.shape[0])
+        with torch.no_grad():
+            img = self.camera(self.propagate(self.slm_field(self.validate(x[:n]))).detach())
+        if self.config.pool > 1:  # show the pooled image the network actually sees
+            img = img.reshape(n, *self._pooled_shape())
+        else:
+            img = img.reshape(n, *self.config.camera_shape)
+        axes = fig.subplots(1, n, squeeze=False)[0]
+        for i, ax in enumerate(axes):
+            im = ax.imshow(img[i].cpu(), cmap="inferno")
+            ax.set(title=f"input {i}", xticks=[], yticks=[])
+            fig.colorbar(im, ax=ax, shrink=0.7, label=self.spec.output_units)
+        fig.suptitle("sim:optical: camera images")
+        return True
+
     def describe(self) -> dict[str, Any]:
         d = asdict(self.config)
         d["slm_shape"] = list(d["slm_shape"])
