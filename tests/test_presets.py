@@ -1,0 +1,31 @@
+"""Every built-in preset loads, builds its devices and trains one epoch end to end."""
+
+import numpy as np
+import pytest
+
+from physnn.experiments import load_config, presets, run
+from physnn.experiments.runner import load_data
+
+
+@pytest.mark.parametrize("name", presets())
+def test_preset_trains_one_epoch(name, tmp_path):
+    cfg = load_config(name)
+    cfg["train"].update(epochs=1, eval_every=1, eval_train=False)
+    r = run(cfg, tmp_path / "run.h5", progress=False)
+    assert r.record["status"] == "complete"
+    assert 0.0 <= r.test_acc <= 1.0 and not np.isnan(r.test_acc)
+    blocks = len(cfg["network"]["hidden"])
+    assert r.record["metrics"]["loss"].shape == (1, blocks)
+    assert [d["kind"] for d in r.record["devices"]] == [cfg["device"]["kind"]] * blocks
+    n_train = load_data(cfg, 0).x_train.shape[0]
+    # one query per sample (positive and negative) per block per epoch
+    assert r.record["metrics"]["train_queries"][0] == 2 * blocks * n_train
+
+
+def test_vowel_presets_use_the_paper_settings():
+    a, m = load_config("vowels-acoustic"), load_config("vowels-microwave")
+    assert a["network"] == {"hidden": [20, 20], "skip": True}
+    assert (a["train"]["lr"], a["train"]["inner_steps"], a["train"]["epochs"]) == (5e-4, 10, 200)
+    assert len(m["network"]["hidden"]) == 3
+    assert (m["train"]["lr"], m["train"]["epochs"]) == (2.5e-4, 100)
+    assert a["train"]["batch_size"] == m["train"]["batch_size"] == 0  # full batch
