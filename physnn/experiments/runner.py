@@ -171,7 +171,6 @@ def run(
         range(start_epoch, last), total=epochs, initial=start_epoch, disable=not progress,
         desc=f"{cfg['name']} seed {seed}", unit="epoch", leave=False,
     )
-    record: dict[str, Any] = {}
     y_pred = None
     for epoch in bar:
         q0 = _queries(net)
