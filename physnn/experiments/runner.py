@@ -168,7 +168,8 @@ def run(
     t0 = time.perf_counter() - wall_before
     last = epochs if stop_after is None else min(epochs, start_epoch + stop_after)
     bar = tqdm(
-        range(start_epoch, last), total=epochs, initial=start_epoch, disable=not progress,
+        range(start_epoch, last), total=epochs, initial=start_epoch,
+        disable=None if progress else True,  # None: bars only on a terminal, not in logs
         desc=f"{cfg['name']} seed {seed}", unit="epoch", leave=False,
     )
     y_pred = None
@@ -319,7 +320,10 @@ def train(
     first = int(cfg["seed"] if seed is None else seed)
     folder = Path(out) / cfg["name"]
     results = []
-    seed_bar = tqdm(range(first, first + seeds), disable=not progress or seeds == 1, desc="seeds")
+    seed_bar = tqdm(
+        range(first, first + seeds), desc="seeds",
+        disable=None if progress and seeds > 1 else True,
+    )
     for s in seed_bar:
         results.append(
             run(cfg, folder / f"seed{s}.h5", seed=s, torch_device=torch_device,
