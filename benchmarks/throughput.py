@@ -19,9 +19,8 @@ from physnn.experiments.runner import build_network, load_data, make_trainer, ma
 
 def device_throughput(kind: str, batch: int, repeats: int) -> tuple[float, int, int]:
     dev = make_device(kind)
-    lo, hi = dev.spec.domain.lo, dev.spec.domain.hi
     gen = torch.Generator().manual_seed(0)
-    x = dev.spec.domain.project(lo + (hi - lo) * torch.rand(batch, dev.spec.n_in, generator=gen))
+    x = dev.spec.domain.from_unit(torch.rand(batch, dev.spec.n_in, generator=gen))
     dev(x[:2])  # warm-up
     best = float("inf")
     for _ in range(repeats):

@@ -24,7 +24,7 @@ def _plot_device(fig, description: dict) -> bool:
     dev = make_device(description)
     dom = dev.spec.domain
     gen = torch.Generator().manual_seed(0)
-    x = dom.project(dom.lo + (dom.hi - dom.lo) * torch.rand(4, dev.spec.n_in, generator=gen))
+    x = dom.from_unit(torch.rand(4, dev.spec.n_in, generator=gen))
     return dev.plot(fig, x)
 
 

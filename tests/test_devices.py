@@ -663,3 +663,9 @@ def test_make_device_bad_parameters_are_value_errors():
         make_device({**SMALL, "camera": [{"kind": "blur"}]})
     with pytest.raises(ValueError, match="blur"):
         make_device({**SMALL, "outputs": [{"kind": "blur"}]})
+
+
+def test_domain_from_unit_maps_linearly_and_snaps_to_levels():
+    u = torch.tensor([0.0, 0.3, 0.6, 1.0])
+    assert torch.allclose(Domain(-1.0, 3.0).from_unit(u), torch.tensor([-1.0, 0.2, 1.4, 3.0]))
+    assert torch.equal(Domain(levels=(0, 1, 2, 3)).from_unit(u), torch.tensor([0.0, 1.0, 2.0, 3.0]))

@@ -40,6 +40,10 @@ class Domain:
             return "levels {" + ", ".join(f"{v:g}" for v in self.levels) + "}"
         return f"[{self.lo:g}, {self.hi:g}]"
 
+    def from_unit(self, u: torch.Tensor) -> torch.Tensor:
+        """Map values in [0, 1] linearly onto the domain (snapped to the levels if any)."""
+        return self.project(self.lo + (self.hi - self.lo) * u)
+
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """Clip into the range, or snap to the nearest level."""
         if self.levels is None:

@@ -83,11 +83,8 @@ def map_into_domain(data: Dataset, domain) -> Dataset:
     """Map features from [0, 1] into the first device's input domain (snap to its levels)."""
     if domain.levels is None and (domain.lo, domain.hi) == (0.0, 1.0):
         return data
-    span = domain.hi - domain.lo
     return dataclasses.replace(
-        data,
-        x_train=domain.project(domain.lo + span * data.x_train),
-        x_test=domain.project(domain.lo + span * data.x_test),
+        data, x_train=domain.from_unit(data.x_train), x_test=domain.from_unit(data.x_test)
     )
 
 

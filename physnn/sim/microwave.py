@@ -376,26 +376,16 @@ class MetasurfaceCavity(Device):
                 "lambda0 apart (< 0.02): move the antennas or change the geometry"
             )
         # Lorentzian parameters of the fixed dipoles (resonance spread by `disorder`)
-        res = torch.tensor(
-            [cfg.antenna_res] * self.n_ant
-            + [cfg.wall_res] * n_wall
-            + [cfg.scatterer_res] * cfg.n_scatterers,
-            dtype=torch.float64,
-        )
-        self.chi = torch.tensor(
-            [cfg.antenna_chi] * self.n_ant
-            + [cfg.wall_chi] * n_wall
-            + [cfg.scatterer_chi] * cfg.n_scatterers
-            + [cfg.ms_chi] * self.n_ms,
-            dtype=torch.float64,
-        )
-        self.gamma = torch.tensor(
-            [cfg.antenna_gamma] * self.n_ant
-            + [cfg.wall_gamma] * n_wall
-            + [cfg.scatterer_gamma] * cfg.n_scatterers
-            + [cfg.ms_gamma] * self.n_ms,
-            dtype=torch.float64,
-        )
+        counts = {"antenna": self.n_ant, "wall": n_wall, "scatterer": cfg.n_scatterers,
+                  "ms": self.n_ms}
+
+        def per_dipole(param: str, kinds=tuple(counts)) -> torch.Tensor:
+            values = [getattr(cfg, f"{k}_{param}") for k in kinds for _ in range(counts[k])]
+            return torch.tensor(values, dtype=torch.float64)
+
+        res = per_dipole("res", ("antenna", "wall", "scatterer"))  # metasurface: set by input
+        self.chi = per_dipole("chi")
+        self.gamma = per_dipole("gamma")
         spread = 1 + cfg.disorder * torch.randn(len(self.positions), generator=g, dtype=torch.float64)
         spread[: self.n_ant] = 1.0  # antennas are identical (a matched pair)
         self.res_fixed = res * spread[: self.n_fixed]

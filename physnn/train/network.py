@@ -55,9 +55,7 @@ class Block(nn.Module):
         """Map a block output into the next device's input domain (per-sample min-max)."""
         h = h.detach()
         lo, hi = h.amin(1, keepdim=True), h.amax(1, keepdim=True)
-        u = (h - lo) / (hi - lo).clamp_min(1e-12)
-        x = domain.lo + u * (domain.hi - domain.lo)
-        return domain.project(x)
+        return domain.from_unit((h - lo) / (hi - lo).clamp_min(1e-12))
 
 
 class PhysicalNetwork(nn.Module):
