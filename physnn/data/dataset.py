@@ -21,6 +21,11 @@ class Dataset:
     """Leading input entries reserved (zero) for the label overlay."""
 
     @property
+    def label_width(self) -> int:
+        """Inputs per class in the label overlay: 1, or a row per class for images."""
+        return max(1, self.label_slots // self.n_classes)
+
+    @property
     def n_features(self) -> int:
         return self.x_train.shape[1]
 

@@ -66,7 +66,10 @@ def build_network(
     return PhysicalNetwork(blocks).to(torch_device)
 
 
-def make_trainer(cfg: dict[str, Any], net: PhysicalNetwork, n_classes: int, seed: int) -> PhyLL:
+def make_trainer(
+    cfg: dict[str, Any], net: PhysicalNetwork, n_classes: int, seed: int, label_width: int = 1
+) -> PhyLL:
+    """``label_width``: inputs per class in the label overlay (``Dataset.label_width``)."""
     t = cfg["train"]
     settings = PhyLLSettings(
         n_classes=n_classes,
@@ -75,6 +78,7 @@ def make_trainer(cfg: dict[str, Any], net: PhysicalNetwork, n_classes: int, seed
         alpha=float(t["alpha"]),
         label_amplitude=t["label_amplitude"],
         batch_size=int(t["batch_size"]),
+        label_width=label_width,
     )
     return PhyLL(net, settings, torch.Generator().manual_seed(seed + 1))
 
@@ -130,7 +134,7 @@ def run(
     raw = load_data(cfg, seed).to(torch_device)
     net = build_network(cfg, raw.n_features, seed, torch_device)
     data = map_into_domain(raw, net.blocks[0].device.spec.domain)
-    trainer = make_trainer(cfg, net, data.n_classes, seed)
+    trainer = make_trainer(cfg, net, data.n_classes, seed, data.label_width)
 
     metrics: dict[str, list] = {k: [] for k in METRICS}
     metrics["loss"] = []

@@ -18,10 +18,17 @@ from .network import PhysicalNetwork
 
 
 def overlay_label(
-    x: torch.Tensor, labels: torch.Tensor, n_classes: int, amplitude: float | str = 1.0
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    n_classes: int,
+    amplitude: float | str = 1.0,
+    width: int = 1,
 ) -> torch.Tensor:
-    """Zero the first ``n_classes`` entries and set entry ``label`` to ``amplitude``.
+    """Zero the first ``n_classes * width`` entries and set the ``label``-th run of ``width``.
 
+    ``width=1`` is the paper's vowel encoding (one entry per class); a wider run is a label
+    *row* of an image-like input (the optical MNIST set-up writes one SLM row per class), so
+    the label moves as much light as a stroke of the image does.
     ``amplitude="batch_max"`` reproduces the paper's code (max |x| of the batch), which makes a
     sample's encoding depend on its batch-mates; a fixed number avoids that.
     """
@@ -29,9 +36,18 @@ def overlay_label(
         amp = x.abs().max()
     else:
         amp = torch.as_tensor(float(amplitude), dtype=x.dtype, device=x.device)
+    if width < 1 or n_classes * width > x.shape[1]:
+        raise ValueError(
+            f"label slots n_classes*width = {n_classes}*{width} must fit the {x.shape[1]} inputs"
+        )
     out = x.clone()
-    out[:, :n_classes] = 0
-    out[torch.arange(x.shape[0], device=x.device), labels] = amp
+    out[:, : n_classes * width] = 0
+    rows = torch.arange(x.shape[0], device=x.device)
+    if width == 1:
+        out[rows, labels] = amp
+    else:
+        view = out[:, : n_classes * width].view(x.shape[0], n_classes, width)
+        view[rows, labels] = amp
     return out
 
 
@@ -60,6 +76,8 @@ class PhyLLSettings:
     label_amplitude: float | str = 1.0
     batch_size: int = 0
     """0 = full batch, as in the paper."""
+    label_width: int = 1
+    """Inputs per class in the label overlay (the data set's label slots / n_classes)."""
 
 
 class PhyLL:
@@ -96,8 +114,8 @@ class PhyLL:
         for start in range(0, n, bs):
             idx = order[start : start + bs]
             xb = x[idx]
-            pos = overlay_label(xb, y[idx], s.n_classes, s.label_amplitude)
-            neg = overlay_label(xb, y_neg[idx], s.n_classes, s.label_amplitude)
+            pos = overlay_label(xb, y[idx], s.n_classes, s.label_amplitude, s.label_width)
+            neg = overlay_label(xb, y_neg[idx], s.n_classes, s.label_amplitude, s.label_width)
             for k, losses in enumerate(self.train_batch(pos, neg)):
                 totals[k] += losses * idx.numel()
         return [t / n for t in totals]
@@ -134,7 +152,8 @@ class PhyLL:
             xb = x[start : start + batch_size]
             for label in range(c):
                 lab = torch.full((xb.shape[0],), label, dtype=torch.long, device=x.device)
-                hs = self.net(overlay_label(xb, lab, c, self.s.label_amplitude), self.flops)
+                xl = overlay_label(xb, lab, c, self.s.label_amplitude, self.s.label_width)
+                hs = self.net(xl, self.flops)
                 out[start : start + xb.shape[0], label] = sum(
                     goodness(h, b.zeta) for h, b in zip(hs, self.net.blocks, strict=True)
                 )
