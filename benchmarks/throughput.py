@@ -55,7 +55,7 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     print(f"torch {torch.__version__}, {a.threads} thread(s), batch {a.batch}\n")
     print("| device | n_in -> n_out | samples/s |\n|---|---|---:|")
-    for kind in KINDS:
+    for kind in [k for k in KINDS if k.startswith("sim:")]:  # simulators only
         sps, n_in, n_out = device_throughput(kind, a.batch, a.repeats)
         print(f"| {kind} | {n_in} -> {n_out} | {sps:,.0f} |")
     from physnn.experiments.config import presets
