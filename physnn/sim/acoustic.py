@@ -42,13 +42,14 @@ with viscous absorption). Default: a 20 x 20 cell (40 cm) cavity, dx = 2 cm, dt 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
 
 from ..devices.base import Device, DeviceSpec, Domain
 from ..devices.nonideal import Effect, apply_effects, make_effects
+from ..devices.perturbation import Perturbable, Sudden
 
 P_REF_SPL = 20e-6
 """Reference pressure (Pa) of the ``db`` read-out (sound pressure level)."""
@@ -201,6 +202,8 @@ class AcousticConfig:
     """Electrical power of the speakers (for the energy accounting)."""
     noise: list[dict[str, Any]] = field(default_factory=list)
     """Output non-idealities, e.g. ``[{"kind": "readout", "sigma": 0.01}]``."""
+    perturbations: list[dict[str, Any]] = field(default_factory=list)
+    """Temperature drift and sudden changes (see physnn.devices.perturbation); empty: stable."""
     seed: int = 0
     clip: bool = False
 
@@ -392,7 +395,7 @@ class _Tables:
         self.mem_src = t(m["src"])
 
 
-class AcousticCavity(Device):
+class AcousticCavity(Perturbable, Device):
     """``sim:acoustic``: a seeded, batched 2-D acoustic cavity with nonlinear membranes.
 
     ``device(x)`` runs the time loop in place, without autograd and without any time
@@ -405,10 +408,21 @@ class AcousticCavity(Device):
     """
 
     differentiable = True
+    SUDDEN_ACTIONS = {"move": {"count": 1}, "remove": {"count": 1}, "add": {"count": 1}}
+    """Sudden changes: ``count`` rigid scatterers (connected blocks of cells) are moved to
+    free places, removed, or new 1-3 cell blocks are added."""
+    DRIFT_COUPLING = 0.5 / 293.15
+    """1/K: relative change of the speed of sound per kelvin (ideal gas, c ~ sqrt(T):
+    +0.17 %/K at 20 C). The density follows at constant pressure (rho c^2 = gamma p0 stays
+    fixed); the time step (the sampling clock) does not, so the Courant number moves with c
+    and is checked against the stability limit."""
+    DRIFT_UNIT = "1/K"
 
     def __init__(self, **kwargs: Any):
         cfg = AcousticConfig(**kwargs)
         self.config = cfg
+        self.base_config = cfg
+        """The configuration as described (``config`` is the current, perturbed one)."""
         self.output_effects: list[Effect] = make_effects(cfg.noise)
         duration = cfg.total_steps * cfg.dt
         spec = DeviceSpec(
@@ -424,6 +438,109 @@ class AcousticCavity(Device):
         self._tables: dict[tuple, _Tables] = {}
         self._calibration: torch.Tensor | None = None
         self._build()
+        self._init_perturbations(cfg.perturbations)
+        self._scatterers_now = [list(c) for c in self.scatterer_cells]
+
+    # -- perturbation hooks (see physnn.devices.perturbation) ----------------------------------
+    def _perturb_reset(self) -> None:
+        self.config = self.base_config
+        self._build()
+        self._tables.clear()
+        self._scatterers_now = [list(c) for c in self.scatterer_cells]
+
+    def _scatterer_blocks(self) -> list[list[list[int]]]:
+        """Connected (4-neighbour) groups of scatterer cells: the rigid objects."""
+        left = {tuple(c) for c in self._scatterers_now}
+        blocks = []
+        while left:
+            todo, block = [left.pop()], []
+            while todo:
+                r, col = todo.pop()
+                block.append([r, col])
+                for nb in ((r + 1, col), (r - 1, col), (r, col + 1), (r, col - 1)):
+                    if nb in left:
+                        left.remove(nb)
+                        todo.append(nb)
+            blocks.append(sorted(block))
+        return sorted(blocks)
+
+    def _occupied(self) -> torch.Tensor:
+        """Cells a new scatterer must avoid: transducers and membranes (with a margin) and
+        the current scatterers (with a one-cell gap)."""
+        cfg = self.config
+        h, w = cfg.grid
+        busy = torch.zeros(h, w, dtype=torch.bool)
+        for pts in (cfg.speakers, cfg.microphones, cfg.membranes):
+            for r, col in pts:
+                r0, c0 = int(math.floor(r)), int(math.floor(col))
+                busy[max(r0 - 1, 0) : r0 + 3, max(c0 - 1, 0) : c0 + 3] = True
+        for r, col in self._scatterers_now:
+            busy[max(r - 1, 0) : r + 2, max(col - 1, 0) : col + 2] = True
+        return busy
+
+    def _place(self, shape: tuple[int, int], gen: torch.Generator) -> list[list[int]] | None:
+        h, w = self.config.grid
+        busy = self._occupied()
+        sh, sw = shape
+        for _ in range(1000):
+            r = int(torch.randint(0, h - sh + 1, (1,), generator=gen))
+            col = int(torch.randint(0, w - sw + 1, (1,), generator=gen))
+            if not busy[r : r + sh, col : col + sw].any():
+                return [[r + i, col + j] for i in range(sh) for j in range(sw)]
+        return None
+
+    def _perturb_sudden(self, event: Sudden, gen: torch.Generator) -> str:
+        count, done = int(event.params["count"]), []
+        for _ in range(count):
+            blocks = self._scatterer_blocks()
+            if event.action == "add":
+                shape = tuple(int(v) for v in torch.randint(1, 4, (2,), generator=gen))
+                cells = self._place(shape, gen)
+                if cells is not None:
+                    self._scatterers_now += cells
+                    done.append(f"added a block at {cells[0]}")
+                continue
+            if not blocks:
+                break
+            block = blocks[int(torch.randint(0, len(blocks), (1,), generator=gen))]
+            self._scatterers_now = [c for c in self._scatterers_now if c not in block]
+            if event.action == "remove":
+                done.append(f"removed the block at {block[0]}")
+                continue
+            rows = [c[0] for c in block]
+            cols = [c[1] for c in block]
+            r0, c0 = min(rows), min(cols)
+            shape = (max(rows) - r0 + 1, max(cols) - c0 + 1)
+            cells = self._place(shape, gen)
+            if cells is None:  # nowhere to go: it stays where it was
+                self._scatterers_now += block
+                continue
+            dr, dc = cells[0][0] - r0, cells[0][1] - c0
+            self._scatterers_now += [[r + dr, col + dc] for r, col in block]
+            done.append(f"moved the block at {block[0]} to {[r0 + dr, c0 + dc]}")
+        return "; ".join(done) or f"{event.action}: nothing changed"
+
+    def _perturb_rebuild(self, delta_k: float, coupling: float) -> None:
+        if self.base_config.readout == "calibrated":
+            self.calibration()  # the lab calibration was taken on the pristine cavity
+        base = self.base_config
+        c = base.c * (1 + coupling * delta_k)
+        if not c > 0:
+            raise ValueError(
+                f"{self.spec.name}: drift to dT = {delta_k:.4g} K gives a speed of sound {c:.4g} m/s"
+            )
+        try:
+            self.config = replace(
+                base, c=c, rho=base.rho * (base.c / c) ** 2,
+                scatterers=sorted(self._scatterers_now),
+            )
+        except ValueError as e:
+            raise ValueError(
+                f"{self.spec.name}: drift to dT = {delta_k:.4g} K (c = {c:.5g} m/s) breaks the "
+                f"simulation: {e}"
+            ) from None
+        self._build()
+        self._tables.clear()
 
     # -- geometry ----------------------------------------------------------------------------
     def _flat(self, r: int, col: int) -> int:
@@ -876,7 +993,10 @@ class AcousticCavity(Device):
 
     def describe(self) -> dict[str, Any]:
         """The resolved configuration (defaults filled in); ``None`` entries are dropped."""
-        d = {k: v for k, v in asdict(self.config).items() if v is not None}
+        d = {k: v for k, v in asdict(self.base_config).items() if v is not None}
+        d.pop("perturbations", None)
+        if self.perturbed:
+            d["perturbations"] = self.describe_perturbations()
         d["grid"] = list(d["grid"])
         return {"kind": "sim:acoustic", **d}
 

@@ -67,6 +67,7 @@ from scipy import special
 
 from ..devices.base import Device, DeviceSpec, Domain
 from ..devices.nonideal import Effect, apply_effects, make_effects
+from ..devices.perturbation import Perturbable, Sudden
 
 LEVELS = (0.0, 1.0, 2.0, 3.0)
 """The 4 input levels (2 bits) of every feature."""
@@ -155,6 +156,8 @@ class MicrowaveConfig:
     """Metasurface bias power drawn while a configuration is held."""
     chunk: int = 50
     """Samples per batched solve (bounds memory: chunk x n_freq x M x M complex numbers)."""
+    perturbations: list[dict[str, Any]] = field(default_factory=list)
+    """Resonance drift and sudden changes (see physnn.devices.perturbation); empty: stable."""
     seed: int = 0
     clip: bool = False
 
@@ -284,7 +287,7 @@ def _sample_inside(
     return out
 
 
-class MetasurfaceCavity(Device):
+class MetasurfaceCavity(Perturbable, Device):
     """``sim:microwave``: a seeded 2-D coupled-dipole cavity with a programmable metasurface.
 
     Dipole order: transmitters, receivers, wall dipoles, scatterers, metasurface elements
@@ -294,6 +297,16 @@ class MetasurfaceCavity(Device):
     """
 
     differentiable = True
+    SUDDEN_ACTIONS = {"move": {"count": 1, "distance": 0.5}, "flip": {"count": 4}}
+    """Sudden changes: ``move`` displaces ``count`` environment scatterers by ``distance``
+    (lambda0) in seeded directions (an object moved in the room); ``flip`` inverts the
+    response of ``count`` metasurface elements (a diode soldered the wrong way round or a
+    bias line swapped: the element's on and off states trade places)."""
+    DRIFT_COUPLING = -1e-4
+    """1/K: relative shift of every dipole's resonance per kelvin: thermal expansion of an
+    aluminium enclosure (-23 ppm/K) plus the temperature coefficients of the elements' diodes
+    and the PCB substrate (order -1e-4/K together)."""
+    DRIFT_UNIT = "1/K"
 
     def __init__(self, **kwargs: Any):
         cfg = MicrowaveConfig(**kwargs)
@@ -322,7 +335,54 @@ class MetasurfaceCavity(Device):
         self._build_geometry()
         self._precompute()
         self._cache: dict[tuple, dict[str, torch.Tensor]] = {}
+        self._flipped: torch.Tensor | None = None
         self.gain = float(cfg.gain) if cfg.gain is not None else self._reference_gain()
+        self._init_perturbations(cfg.perturbations)
+        if self.perturbed:
+            self._pristine = (self.positions.clone(), self.res_fixed.clone(), self.ms_spread.clone())
+
+    # -- perturbation hooks (see physnn.devices.perturbation) ----------------------------
+    def _perturb_reset(self) -> None:
+        self.positions = self._pristine[0].clone()
+        self._flipped = None
+
+    def _perturb_sudden(self, event: Sudden, gen: torch.Generator) -> str:
+        cfg = self.config
+        if event.action == "flip":
+            k = max(0, min(int(event.params["count"]), self.n_ms))
+            idx = torch.randperm(self.n_ms, generator=gen)[:k]
+            flip = torch.zeros(self.n_ms, dtype=torch.bool) if self._flipped is None else self._flipped
+            flip = flip.clone()
+            flip[idx] = ~flip[idx]
+            self._flipped = flip
+            return f"flipped metasurface elements {sorted(idx.tolist())}"
+        first = self.n_ant + self.kinds.count("wall")
+        scat = list(range(first, first + cfg.n_scatterers))
+        order = torch.randperm(len(scat), generator=gen).tolist() if scat else []
+        r_in = cfg.cavity_radius * (1 - cfg.deformation) - max(cfg.ms_offset, cfg.wall_jitter) - 0.3
+        dist = float(event.params["distance"])
+        done = []
+        for j in order[: int(event.params["count"])]:
+            i = scat[j]
+            for _ in range(200):
+                ang = 2 * math.pi * float(torch.rand((), generator=gen, dtype=torch.float64))
+                new = self.positions[i] + dist * torch.tensor([math.cos(ang), math.sin(ang)],
+                                                              dtype=torch.float64)
+                others = torch.cat([self.positions[:i], self.positions[i + 1 :]])
+                if float(new.norm()) <= r_in and float((others - new).norm(dim=-1).min()) >= 0.3:
+                    self.positions[i] = new
+                    done.append(f"moved scatterer {i - first} by {dist:g} lambda0")
+                    break
+        return "; ".join(done) or "move: no free place, nothing changed"
+
+    def _perturb_rebuild(self, delta_k: float, coupling: float) -> None:
+        scale = 1.0 + coupling * delta_k
+        if not scale > 0:
+            raise ValueError(f"{self.spec.name}: drift to dT = {delta_k:.4g} K gives resonances <= 0")
+        self.res_fixed = self._pristine[1] * scale
+        self.ms_spread = self._pristine[2] * scale
+        self._precompute()
+        self._cache.clear()
 
     # -- structure ---------------------------------------------------------------------
     def _build_geometry(self) -> None:
@@ -454,16 +514,22 @@ class MetasurfaceCavity(Device):
         """Resonance ``nu`` of every metasurface element for inputs ``x`` ``[B, n_in]`` -> ``[B, M]``."""
         states = self.ms_states.to(device=x.device, dtype=x.dtype)
         spread = self.ms_spread.to(device=x.device, dtype=x.dtype)
+        flipped = None if self._flipped is None else self._flipped.to(x.device)
         if self.config.elements_per_feature == 2:
             lv = torch.round(x)  # zero gradient: the level -> bits map is piecewise constant
             hi = torch.floor(lv / 2)
             bits = torch.stack([hi, lv - 2 * hi], dim=-1).flatten(1)  # [B, 2 n_in]: hi, lo
+            if flipped is not None:  # an inverted element: on and off trade places
+                bits = torch.where(flipped, 1 - bits, bits)
             res = states[0] + (states[1] - states[0]) * bits
         else:  # piecewise-linear interpolation between the 4 states: a continuous relaxation
             i = torch.floor(x).clamp(0, 2)
             t = x - i
             i = i.long()
             res = states[i] * (1 - t) + states[i + 1] * t
+            if flipped is not None:
+                rev = states.flip(0)
+                res = torch.where(flipped, rev[i] * (1 - t) + rev[i + 1] * t, res)
         return res * spread
 
     def transfer(self, x: torch.Tensor, reverse: bool = False) -> torch.Tensor:
@@ -597,4 +663,7 @@ class MetasurfaceCavity(Device):
     def describe(self) -> dict[str, Any]:
         d = asdict(self.config)
         d["ms_states"] = list(d["ms_states"])
+        d["perturbations"] = self.describe_perturbations()
+        if not d["perturbations"]:
+            del d["perturbations"]
         return {"kind": "sim:microwave", **d}

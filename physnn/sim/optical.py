@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from ..devices.base import Device, DeviceSpec, Domain
 from ..devices.nonideal import Effect, apply_effects, make_effects
+from ..devices.perturbation import Perturbable, Sudden
 
 
 def haar_unitary(n: int, gen: torch.Generator, dtype=torch.complex128) -> torch.Tensor:
@@ -58,6 +59,8 @@ class OpticalConfig:
     """Camera non-idealities, per pixel before pooling, e.g. saturation, shot, readout noise."""
     frame_rate_hz: float = 100.0
     power_w: float = 1e-3
+    perturbations: list[dict[str, Any]] = field(default_factory=list)
+    """Drift and sudden changes (see physnn.devices.perturbation); empty: a stable cavity."""
     seed: int = 0
     clip: bool = False
 
@@ -86,15 +89,29 @@ class OpticalConfig:
             raise ValueError(f"pool={self.pool} does not fit camera_shape {self.camera_shape}")
 
 
-class OpticalCavity(Device):
+class OpticalCavity(Perturbable, Device):
     """``sim:optical``: a seeded, batched multimode optical cavity.
 
     The transmission matrix is a ``camera x SLM`` block of a Haar-random unitary over
     ``n_modes`` modes: exactly energy conserving when both match ``n_modes``, lossy
     (light scattered into unobserved modes) otherwise.
+
+    Perturbations (``perturbations`` in the description): the fibre is modelled as two
+    mode-mixing sections around a thermally sensitive one, ``U(dT) = A diag(exp(i kappa dT))
+    A^H U_s`` (``A`` a seeded Haar unitary, ``kappa`` per-mode phase sensitivities drawn from
+    N(0, coupling^2) rad/K, ``U_s`` the structure), which stays exactly unitary and equals the
+    stable cavity at ``dT = 0``. Sudden ``redraw``: a bend or a squeezed connector re-mixes a
+    ``fraction`` of the modes, ``U_s[:, S] <- U_s[:, S] H`` with ``H`` a fresh Haar unitary on
+    the modes ``S``.
     """
 
     differentiable = True
+    SUDDEN_ACTIONS = {"redraw": {"fraction": 0.5}}
+    DRIFT_COUPLING = 1.0
+    """rad/K: spread of the modes' differential thermal phase, about 1 m of multimode silica
+    fibre (dn/dT = 1.1e-5 /K; a mode-to-mode spread of the optical path of order 1e-7 m/K at
+    1 um wavelength). Speckle decorrelates for dT of about 1-2 K, as measured in the lab."""
+    DRIFT_UNIT = "rad/K"
 
     def __init__(self, **kwargs: Any):
         cfg = OpticalConfig(**kwargs)
@@ -120,6 +137,35 @@ class OpticalCavity(Device):
         self.transmission = u[:n_cam, : self.n_slm].contiguous()
         self.gain = float(cfg.gain) if cfg.gain is not None else float(n_cam)
         self._tm_cache: dict[tuple, torch.Tensor] = {}
+        self._init_perturbations(cfg.perturbations)
+        if self.perturbed:  # the structure and the thermal section, drawn from the seed
+            self._u_pristine = u
+            self._u_struct = u.clone()
+            gp = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 8191)
+            self._mixer = haar_unitary(cfg.n_modes, gp)
+            self._kappa = torch.randn(cfg.n_modes, generator=gp, dtype=torch.float64)
+
+    # -- perturbation hooks (see physnn.devices.perturbation) ------------------------------
+    def _perturb_reset(self) -> None:
+        self._u_struct = self._u_pristine.clone()
+
+    def _perturb_sudden(self, event: Sudden, gen: torch.Generator) -> str:
+        n = self.config.n_modes
+        k = max(1, min(n, round(event.params["fraction"] * n)))
+        modes = torch.randperm(n, generator=gen)[:k]
+        self._u_struct[:, modes] = self._u_struct[:, modes] @ haar_unitary(k, gen)
+        return f"re-mixed {k} of {n} modes"
+
+    def _perturb_rebuild(self, delta_k: float, coupling: float) -> None:
+        u_s = self._u_struct[:, : self.n_slm]
+        if delta_k == 0.0:
+            tm = u_s[: self.n_cam]
+        else:
+            phase = torch.polar(torch.ones_like(self._kappa), self._kappa * (coupling * delta_k))
+            a = self._mixer
+            tm = (a[: self.n_cam] * phase) @ (a.conj().T @ u_s)
+        self.transmission = tm.contiguous()
+        self._tm_cache.clear()
 
     def _pooled_shape(self) -> tuple[int, int]:
         cfg = self.config
@@ -185,4 +231,7 @@ class OpticalCavity(Device):
         d = asdict(self.config)
         d["slm_shape"] = list(d["slm_shape"])
         d["camera_shape"] = list(d["camera_shape"])
+        d["perturbations"] = self.describe_perturbations()
+        if not d["perturbations"]:
+            del d["perturbations"]
         return {"kind": "sim:optical", **d}

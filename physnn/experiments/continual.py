@@ -1,0 +1,492 @@
+"""Continual training: the device changes under a deployed network; does training keep up?
+
+``continual("perturbation-recovery", methods=["phyll", "pat"], seeds=3)`` trains each arm
+(a learning rule, optionally ``:frozen``) through the perturbation schedule of the config's
+``[device] perturbations`` (see :mod:`physnn.devices.perturbation`). Every epoch is one tick
+of each device's drift clock:
+
+1. the clock advances (the drift walks; sudden changes due at this tick fire);
+2. if something fired, test accuracy is measured at once on the changed device
+   (``test_acc_event``: the drop before any retraining);
+3. the arm trains one epoch on the *current* device (a ``:frozen`` arm stops training at
+   ``continual.freeze_at``, default the onset of the first perturbation);
+4. every ``continual.eval_every`` epochs, test accuracy on the current device; a
+   :class:`DropMonitor` compares it with its recent past and logs a drop (and the recovery).
+
+PAT's twin is built from the device description at clock 0 (before any perturbation): a
+stale twin. ``continual.track_twin = true`` advances the twin with the device instead (an
+oracle that re-fits the twin every epoch; an upper bound for model-based training).
+
+Each (arm, seed) keeps an HDF5 run log (:func:`physnn.runlog.write_run`) with a checkpoint
+every epoch (network, trainer, monitor; the devices' clocks replay the same drift), so
+rerunning the same call resumes. ``OUT/NAME/continual.md|json|png`` hold the recovery
+figures (epochs and device queries to get back within ``recover_points`` of the accuracy
+before the perturbation) and the accuracy-vs-epoch plot with the perturbations marked.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from .. import __version__
+from ..devices.perturbation import advance, perturbable
+from ..runlog import read_run, write_run
+from .compare import _atomic_write, load_settings
+from .config import apply_overrides, load_config
+from .runner import (
+    _check_torch_device,
+    _queries,
+    build_network,
+    load_data,
+    make_trainer,
+    map_into_domain,
+)
+
+log = logging.getLogger("physnn.continual")
+
+METRICS = (
+    "epoch", "test_acc", "test_acc_event", "loss", "trained", "train_queries", "eval_queries",
+    "event", "alarm", "recovered", "wall_time_s",
+)
+
+SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
+    "perturbation-recovery": {"phyll": {}, "pat": {"batch_size": 64, "lr": 3e-3}},
+    "perturbation-drift": {"phyll": {}, "pat": {"batch_size": 64, "lr": 3e-3}},
+    "perturbation-recovery-acoustic": {"phyll": {}, "pat": {"batch_size": 32, "lr": 3e-3}},
+}
+"""Per-method ``[train]`` settings of the built-in presets (PAT: digits-optical's tuned
+mini-batches, see docs/methods.md); ``settings=`` takes a TOML ``[PRESET.METHOD]`` file."""
+
+
+class DropMonitor:
+    """Flags a drop in test accuracy without knowing the schedule.
+
+    The reference is the mean of the last ``window`` evaluations; an evaluation more than
+    ``drop_points`` below it raises an alarm; the alarm clears (``recovered``) once accuracy
+    is back within ``recover_points`` of the reference it fell from.
+    """
+
+    def __init__(self, window: int = 3, drop_points: float = 10.0, recover_points: float = 2.0,
+                 label: str = ""):
+        if window < 1 or not drop_points > 0 or not recover_points >= 0:
+            raise ValueError(
+                "continual.monitor_window must be >= 1, drop_points > 0, recover_points >= 0; "
+                f"got {window}, {drop_points}, {recover_points}"
+            )
+        self.window, self.drop, self.recover = int(window), float(drop_points), float(recover_points)
+        self.label = f"{label}: " if label else ""
+        self.history: list[float] = []
+        self.alarm_reference: float | None = None
+        self.alarms: list[dict[str, float]] = []
+
+    def update(self, epoch: int, acc: float) -> tuple[bool, bool]:
+        """Feed one evaluation (accuracy in [0, 1]); returns (alarm raised, recovered)."""
+        if math.isnan(acc):
+            return False, False
+        pts = 100 * acc
+        alarm = recovered = False
+        if self.alarm_reference is None:
+            if len(self.history) >= self.window:
+                ref = float(np.mean(self.history[-self.window :]))
+                if pts < ref - self.drop:
+                    alarm, self.alarm_reference = True, ref
+                    self.alarms.append({"epoch": epoch, "accuracy": pts, "reference": ref})
+                    log.warning("%sepoch %d: accuracy dropped to %.1f %% (reference %.1f %%)",
+                                self.label, epoch, pts, ref)
+        elif pts >= self.alarm_reference - self.recover:
+            recovered = True
+            self.alarms[-1]["recovered_epoch"] = epoch
+            log.warning("%sepoch %d: accuracy recovered to %.1f %%", self.label, epoch, pts)
+            self.alarm_reference = None
+        self.history.append(pts)
+        return alarm, recovered
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": list(self.history), "alarm_reference": self.alarm_reference,
+                "alarms": copy.deepcopy(self.alarms)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history = list(state["history"])
+        self.alarm_reference = state["alarm_reference"]
+        self.alarms = copy.deepcopy(state["alarms"])
+
+
+def onset(net) -> int | None:
+    """First tick at which any device's physics changes (drift start or sudden change)."""
+    ticks = []
+    for d in net.devices:
+        p = perturbable(d)
+        if p is None:
+            continue
+        if p.drift is not None and (p.drift.sigma or p.drift.rate):
+            ticks.append(p.drift.start + 1)
+        ticks += [e.at for e in p.events]
+    return min(ticks) if ticks else None
+
+
+def parse_arm(arm: str) -> tuple[str, bool]:
+    """``"phyll"`` -> (phyll, trained throughout); ``"phyll:frozen"`` -> frozen at onset."""
+    method, _, mode = arm.partition(":")
+    if mode not in ("", "frozen"):
+        raise ValueError(f"arm {arm!r}: the only mode is ':frozen' (e.g. phyll:frozen)")
+    return method, mode == "frozen"
+
+
+@dataclass
+class ArmRun:
+    arm: str
+    seed: int
+    path: Path
+    record: dict[str, Any]
+
+    @property
+    def metrics(self) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v, dtype=float) for k, v in self.record["metrics"].items()}
+
+
+def run_continual(
+    config: str | Path | dict[str, Any],
+    out: str | Path,
+    *,
+    arm: str = "phyll",
+    seed: int | None = None,
+    torch_device: str = "cpu",
+    progress: bool = True,
+    overwrite: bool = False,
+    stop_after: int | None = None,
+) -> ArmRun:
+    """Train one arm and seed through the perturbation schedule; log to ``out`` (.h5).
+
+    Resumes an unfinished log of the same config; ``stop_after`` ends after that many epochs
+    (as an interruption would).
+    """
+    method, frozen = parse_arm(arm)
+    cfg = load_config(config)
+    cfg["train"]["method"] = method
+    seed = int(cfg["seed"] if seed is None else seed)
+    cfg["seed"] = seed
+    c = cfg["continual"]
+    _check_torch_device(torch_device)
+    out = Path(out)
+    if overwrite:
+        out.unlink(missing_ok=True)
+    epochs, every = int(cfg["train"]["epochs"]), int(c["eval_every"])
+    if every < 1:
+        raise ValueError(f"continual.eval_every must be >= 1, got {every}")
+    raw = load_data(cfg, seed).to(torch_device)
+    net = build_network(cfg, raw.n_features, seed, torch_device)
+    data = map_into_domain(raw, net.blocks[0].device.spec.domain)
+    trainer = make_trainer(cfg, net, data.n_classes, seed, data.label_width)
+    monitor = DropMonitor(int(c["monitor_window"]), float(c["drop_points"]),
+                          float(c["recover_points"]), label=f"{cfg['name']} {arm} seed {seed}")
+    first_change = onset(net)
+    freeze_at = int(c["freeze_at"]) or (first_change - 1 if first_change else epochs)
+    twins = list(getattr(trainer, "twin_devices", [])) if c["track_twin"] else []
+
+    metrics: dict[str, list] = {k: [] for k in METRICS}
+    metrics.update({f"temperature_block{k}": [] for k in range(len(net.blocks))})
+    events: list[list[dict]] = [[] for _ in net.blocks]
+    start, wall_before = 0, 0.0
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+    if out.exists() and not overwrite:
+        prev = read_run(out, checkpoint=True)
+        if prev["config"] != cfg:
+            raise ValueError(f"{out} holds a run of a different config; use another out or overwrite")
+        ck = prev.get("checkpoint")
+        if prev.get("status") == "complete":
+            return ArmRun(arm, seed, out, prev)
+        if ck is not None:
+            net.load_state_dict_full(ck["network"])
+            trainer.load_state_dict(ck["trainer"])
+            monitor.load_state_dict(ck["monitor"])
+            metrics = {k: list(v) for k, v in ck["metrics"].items()}
+            events, start, wall_before = ck["events"], ck["epoch"], ck["wall_time_s"]
+            created = prev.get("created", created)
+
+    def evaluate() -> float:
+        return (trainer.predict(data.x_test) == data.y_test).float().mean().item()
+
+    t0 = time.perf_counter() - wall_before
+    last = epochs if stop_after is None else min(epochs, start + stop_after)
+    bar = tqdm(range(start, last), total=epochs, initial=start, disable=None if progress else True,
+               desc=f"{cfg['name']} {arm} seed {seed}", unit="epoch", leave=False)
+    for epoch in bar:
+        e = epoch + 1
+        fired = []
+        for k, d in enumerate(net.devices):
+            for ev in advance(d, 1):
+                events[k].append(ev)
+                fired.append(ev)
+        for t in twins:
+            advance(t, 1)
+        q0 = _queries(net)
+        acc_event = evaluate() if fired else math.nan
+        q1 = _queries(net)
+        train = not (frozen and e > freeze_at)
+        loss = float(np.mean(trainer.train_epoch(data.x_train, data.y_train))) if train else math.nan
+        q2 = _queries(net)
+        acc = evaluate() if (e % every == 0 or e == epochs or fired) else math.nan
+        alarm, recovered = monitor.update(e, acc)
+        row = (e, acc, acc_event, loss, float(train), q2 - q1, (q1 - q0) + (_queries(net) - q2),
+               float(len(fired)), float(alarm), float(recovered), time.perf_counter() - t0)
+        for key, value in zip(METRICS, row, strict=True):
+            metrics[key].append(value)
+        for k, d in enumerate(net.devices):
+            p = perturbable(d)
+            metrics[f"temperature_block{k}"].append(p.temperature if p is not None else math.nan)
+        if not math.isnan(acc):
+            bar.set_postfix(test=f"{acc:.3f}")
+        record = {
+            "status": "complete" if e == epochs else "running",
+            "physnn_version": __version__,
+            "name": cfg["name"],
+            "seed": seed,
+            "created": created,
+            "wall_time_s": time.perf_counter() - t0,
+            "config": cfg,
+            "devices": [d.describe() for d in net.devices],
+            "metrics": metrics,
+            "accounting": {
+                **{f"block{k}": d.accounting.as_dict() for k, d in enumerate(net.devices)},
+                "continual": {
+                    "arm": arm, "frozen_after_epoch": freeze_at if frozen else -1,
+                    "events_json": json.dumps(events), "alarms_json": json.dumps(monitor.alarms),
+                },
+            },
+            "checkpoint": {
+                "epoch": e, "wall_time_s": time.perf_counter() - t0,
+                "network": net.state_dict_full(), "trainer": trainer.state_dict(),
+                "monitor": monitor.state_dict(), "metrics": metrics, "events": events,
+            },
+        }
+        write_run(out, record)
+    bar.close()
+    return ArmRun(arm, seed, out, read_run(out))
+
+
+# -- the figures a user asks for ----------------------------------------------------------------
+def recovery(run: ArmRun, window: int, recover_points: float, tail_fraction: float) -> dict:
+    """Accuracy before/after the first perturbation, epochs and queries to recover, tail mean.
+
+    ``pre``: mean test accuracy of the last ``window`` evaluations before the onset;
+    ``drop``: ``pre`` minus the accuracy measured right after the first sudden change;
+    recovered at the first epoch whose accuracy is back within ``recover_points`` of ``pre``
+    (``epochs``: training epochs on the changed device, ``queries``: their device queries);
+    ``tail``: mean accuracy over the last ``tail_fraction`` of the epochs after the onset.
+    """
+    m = run.metrics
+    ep, acc = m["epoch"], m["test_acc"]
+    ev = np.flatnonzero(m["event"] > 0)
+    temps = [m[k] for k in m if k.startswith("temperature_block")]
+    moving = np.flatnonzero(np.any([np.abs(t) > 0 for t in temps], axis=0)) if temps else []
+    starts = [int(ep[ev[0]])] if len(ev) else []
+    if len(moving):
+        starts.append(int(ep[moving[0]]))
+    out: dict[str, Any] = {"arm": run.arm, "seed": run.seed, "onset": min(starts) if starts else None}
+    if out["onset"] is None:
+        return out
+    t0 = out["onset"]
+    before = acc[(ep < t0) & ~np.isnan(acc)]
+    pre = float(np.mean(before[-window:])) if before.size else math.nan
+    out["pre_acc"] = pre
+    after = (ep >= t0) & ~np.isnan(acc)
+    tail_n = max(1, int(round(tail_fraction * int((ep >= t0).sum()))))
+    tail = acc[ep >= ep.max() - tail_n + 1]
+    out["tail_acc"] = float(np.nanmean(tail)) if np.any(~np.isnan(tail)) else math.nan
+    out["final_acc"] = float(acc[~np.isnan(acc)][-1]) if np.any(~np.isnan(acc)) else math.nan
+    if len(ev):
+        i = ev[0]
+        out["event_epoch"] = int(ep[i])
+        out["post_acc"] = float(m["test_acc_event"][i])
+        out["drop_points"] = 100 * (pre - out["post_acc"])
+        ok = np.flatnonzero(after & (acc >= pre - recover_points / 100) & (ep >= ep[i]))
+        out["recovered"] = bool(ok.size)
+        if ok.size:
+            j = ok[0]
+            out["recover_epochs"] = int(ep[j] - ep[i] + 1)
+            out["recover_queries"] = int(m["train_queries"][i : j + 1].sum())
+            out["recover_eval_queries"] = int(m["eval_queries"][i : j + 1].sum())
+    return out
+
+
+@dataclass
+class ContinualSummary:
+    name: str
+    config: dict[str, Any]
+    runs: list[ArmRun] = field(default_factory=list)
+    command: str = ""
+
+    def rows(self) -> list[dict[str, Any]]:
+        c = self.config["continual"]
+        return [recovery(r, int(c["monitor_window"]), float(c["recover_points"]),
+                         float(c["tail_fraction"])) for r in self.runs]
+
+    def arms(self) -> list[str]:
+        return list(dict.fromkeys(r.arm for r in self.runs))
+
+    def table(self) -> list[dict[str, Any]]:
+        """Per arm: mean ± std over seeds of every figure, and the recovered count."""
+        rows, out = self.rows(), []
+        for arm in self.arms():
+            mine = [r for r in rows if r["arm"] == arm]
+            t: dict[str, Any] = {"arm": arm, "seeds": len(mine)}
+            for key in ("pre_acc", "post_acc", "drop_points", "tail_acc", "final_acc",
+                        "recover_epochs", "recover_queries"):
+                v = np.array([r[key] for r in mine if key in r], dtype=float)
+                if v.size:
+                    t[key] = (float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0)
+            if any("recovered" in r for r in mine):
+                t["recovered"] = f"{sum(bool(r.get('recovered')) for r in mine)}/{len(mine)}"
+            out.append(t)
+        return out
+
+    def markdown(self) -> str:
+        c = self.config["continual"]
+
+        def fmt(t, key, scale=100.0, digits=1):
+            if key not in t:
+                return "-"
+            mu, sd = t[key]
+            return f"{scale * mu:.{digits}f} ± {scale * sd:.{digits}f}"
+
+        lines = [f"# {self.name}: continual training through the perturbation schedule", ""]
+        if self.command:
+            lines += [f"command: `{self.command}`", ""]
+        lines += [
+            f"Recovered = back within {c['recover_points']:g} points of the mean accuracy of the "
+            f"last {c['monitor_window']} evaluations before the perturbation (mean ± std over "
+            f"seeds; epochs/queries over recovered seeds only). Tail = mean test accuracy over "
+            f"the last {100 * float(c['tail_fraction']):g} % of the epochs after the onset.",
+            "",
+            "| arm | seeds | before (%) | right after (%) | drop (points) | recovered | epochs to "
+            "recover | train queries to recover | tail (%) | final (%) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for t in self.table():
+            lines.append(
+                f"| {t['arm']} | {t['seeds']} | {fmt(t, 'pre_acc')} | {fmt(t, 'post_acc')} | "
+                f"{fmt(t, 'drop_points', 1.0)} | {t.get('recovered', '-')} | "
+                f"{fmt(t, 'recover_epochs', 1.0)} | {fmt(t, 'recover_queries', 1.0, 0)} | "
+                f"{fmt(t, 'tail_acc')} | {fmt(t, 'final_acc')} |"
+            )
+        lines += ["", "Per seed:", "", "```"]
+        lines += [json.dumps(r) for r in self.rows()]
+        lines += ["```"]
+        return "\n".join(lines)
+
+    def plot(self, path: Path) -> Path:
+        """Test accuracy vs epoch per arm (mean ± std over seeds, every seed thin; at each
+        sudden change, dashed, also the accuracy measured right after it), each block's drift
+        temperature below (of the first arm's first seed: every arm sees the same schedule)."""
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(8, 6.5))
+        ax, ax_t = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+        colors = ["tab:blue", "tab:red", "tab:green", "tab:orange", "tab:purple", "tab:brown"]
+        events_drawn = set()
+        for i, arm in enumerate(self.arms()):
+            runs = [r for r in self.runs if r.arm == arm]
+            color = colors[i % len(colors)]
+            curves = []
+            for r in runs:
+                m = r.metrics
+                ok = ~np.isnan(m["test_acc"])
+                hit = ~np.isnan(m["test_acc_event"])  # right after a change, before retraining
+                x = np.concatenate([m["epoch"][ok], m["epoch"][hit] - 0.5])
+                y = 100 * np.concatenate([m["test_acc"][ok], m["test_acc_event"][hit]])
+                order = np.argsort(x, kind="stable")
+                x, y = x[order], y[order]
+                ax.plot(x, y, color=color, lw=0.6, alpha=0.35)
+                curves.append((x, y))
+                for e in m["epoch"][m["event"] > 0]:
+                    if e not in events_drawn:
+                        events_drawn.add(e)
+                        ax.axvline(e - 0.5, color="k", ls="--", lw=1)
+                        ax.annotate("sudden change", (e - 0.5, 1), xycoords=("data", "axes fraction"),
+                                    rotation=90, va="top", ha="right", fontsize="small")
+            common = min(len(x) for x, _ in curves)
+            ep = curves[0][0][:common]
+            ys = np.stack([y[:common] for _, y in curves])
+            ax.plot(ep, ys.mean(0), color=color, lw=2, label=f"{arm} (n={len(runs)})")
+            if len(runs) > 1:
+                ax.fill_between(ep, ys.mean(0) - ys.std(0, ddof=1), ys.mean(0) + ys.std(0, ddof=1),
+                                color=color, alpha=0.15)
+            m = runs[0].metrics
+            if i == 0:
+                for key in sorted(k for k in m if k.startswith("temperature_block")):
+                    ax_t.plot(m["epoch"], m[key], lw=1, label=key.replace("temperature_", ""))
+        ax.set(ylabel="test accuracy on the current device (%)", title=self.name)
+        ax.legend(fontsize="small", loc="lower left")
+        ax.grid(alpha=0.3)
+        ax_t.set(xlabel="epoch (= device clock tick)", ylabel="drift dT (K)")
+        ax_t.legend(fontsize="x-small", ncol=2)
+        ax_t.grid(alpha=0.3)
+        fig.tight_layout()
+        _atomic_write(path, fig=fig)
+        return path
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "command": self.command, "table": self.table(),
+                "runs": self.rows(), "logs": [str(r.path) for r in self.runs]}
+
+
+def continual(
+    source: str | Path | dict[str, Any],
+    *,
+    methods: list[str] | None = None,
+    seeds: int = 1,
+    seed: int | None = None,
+    out: str | Path = "runs/continual",
+    settings: str | Path | dict | None = None,
+    overrides: list[str] | None = None,
+    epochs: int | None = None,
+    torch_device: str = "cpu",
+    progress: bool = True,
+    overwrite: bool = False,
+    command: str = "",
+) -> ContinualSummary:
+    """Run every arm x seed of a config through its perturbation schedule; what
+    ``physnn continual`` runs. Arms are learning rules, ``METHOD:frozen`` for a network that
+    stops training at the onset. Writes ``OUT/NAME/ARM/seed<S>.h5`` and
+    ``OUT/NAME/continual.{md,json,png}``; rerunning resumes."""
+    cfg = apply_overrides(load_config(source), list(overrides or []))
+    if epochs is not None:
+        cfg["train"]["epochs"] = int(epochs)
+        load_config(cfg)
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    arms = list(methods or ["phyll", "pat"])
+    if not arms:
+        raise ValueError("give at least one arm, e.g. phyll,pat,phyll:frozen")
+    table = SETTINGS if settings is None else load_settings(settings)
+    per_method = table.get(cfg["name"], {})
+    first = int(cfg["seed"] if seed is None else seed)
+    folder = Path(out) / cfg["name"]
+    summary = ContinualSummary(cfg["name"], cfg, command=command)
+    for arm in arms:
+        method, _ = parse_arm(arm)
+        arm_cfg = copy.deepcopy(cfg)
+        arm_cfg["train"]["method"] = method
+        arm_cfg["train"].update(per_method.get(method, {}))
+        load_config(arm_cfg)  # validates the method and its settings
+        for s in range(first, first + seeds):
+            summary.runs.append(run_continual(
+                arm_cfg, folder / arm.replace(":", "-") / f"seed{s}.h5", arm=arm, seed=s,
+                torch_device=torch_device, progress=progress, overwrite=overwrite,
+            ))
+    folder.mkdir(parents=True, exist_ok=True)
+    _atomic_write(folder / "continual.md", summary.markdown() + "\n")
+    _atomic_write(folder / "continual.json", json.dumps(summary.as_dict(), indent=2) + "\n")
+    summary.plot(folder / "continual.png")
+    return summary
