@@ -1,7 +1,8 @@
 """Data sets. Loaders never download: they read what ships with a package or a path you give."""
 
-from .dataset import Dataset, make_dataset, stratified_split
+from .dataset import Dataset, LazyFeatures, make_dataset, stratified_split
 from .digits import load_digits
+from .images import SLMFrame, load_fashion_mnist, load_mnist, read_idx, read_idx_folder
 from .vowels import (
     load_vowels,
     read_hillenbrand_table,
@@ -10,11 +11,22 @@ from .vowels import (
     synthesize_vowel_table,
 )
 
-DATASETS = {"digits": load_digits, "vowels": load_vowels}
+DATASETS = {
+    "digits": load_digits,
+    "vowels": load_vowels,
+    "mnist": load_mnist,
+    "fashion-mnist": load_fashion_mnist,
+}
 
 __all__ = [
     "DATASETS",
     "Dataset",
+    "LazyFeatures",
+    "SLMFrame",
+    "load_fashion_mnist",
+    "load_mnist",
+    "read_idx",
+    "read_idx_folder",
     "load_digits",
     "load_vowels",
     "make_dataset",

@@ -2,18 +2,98 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 
+class LazyFeatures:
+    """Feature rows built on demand from a compact store (e.g. uint8 images).
+
+    Supports what trainers use on a feature matrix: ``x[index_tensor]``, ``x[a:b]``,
+    ``x.shape``, ``len(x)``, ``x.device``, ``x.to(device)``. A batch is materialised only
+    when asked for, so memory is bounded by the batch, not the data set (a float32 copy of
+    Fashion-MNIST on a 51x51 SLM would take 624 MB; its uint8 store takes 47 MB).
+    """
+
+    def __init__(
+        self,
+        n: int,
+        n_features: int,
+        build: Callable[[np.ndarray], np.ndarray],
+        *,
+        plain: Callable[[np.ndarray], np.ndarray] | None = None,
+        device: torch.device | str = "cpu",
+        transforms: tuple[Callable[[torch.Tensor], torch.Tensor], ...] = (),
+    ):
+        self.n, self.n_features = int(n), int(n_features)
+        self._build, self._plain = build, plain
+        self.device = torch.device(device)
+        self._transforms = tuple(transforms)
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((self.n, self.n_features))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float32
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _indices(self, key) -> np.ndarray:
+        if isinstance(key, slice):
+            return np.arange(self.n)[key]
+        if isinstance(key, torch.Tensor):
+            key = key.detach().cpu().numpy()
+        idx = np.asarray(key)
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
+        if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
+            raise TypeError("LazyFeatures supports x[slice], x[int indices] and x[bool mask] only")
+        if idx.size and (idx.min() < -self.n or idx.max() >= self.n):
+            raise IndexError(f"index out of range for {self.n} rows")
+        return idx % self.n if idx.size else idx
+
+    def __getitem__(self, key) -> torch.Tensor:
+        rows = torch.as_tensor(self._build(self._indices(key)), dtype=torch.float32)
+        rows = rows.to(self.device)
+        for t in self._transforms:
+            rows = t(rows)
+        return rows
+
+    def plain(self, key=slice(None)) -> np.ndarray:
+        """The bare features (no label slots, no layout), for digital reference models."""
+        if self._plain is None:
+            raise ValueError("this feature store has no plain view")
+        return self._plain(self._indices(key))
+
+    def _copy(self, **changes) -> LazyFeatures:
+        new = LazyFeatures.__new__(LazyFeatures)
+        new.__dict__.update(self.__dict__, **changes)
+        return new
+
+    def to(self, device: torch.device | str) -> LazyFeatures:
+        return self._copy(device=torch.device(device))
+
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> LazyFeatures:
+        """The same store with ``fn`` applied to every batch it builds."""
+        return self._copy(_transforms=self._transforms + (fn,))
+
+
+Features = torch.Tensor | LazyFeatures
+
+
 @dataclass
 class Dataset:
     name: str
-    x_train: torch.Tensor
+    x_train: Features
     y_train: torch.Tensor
-    x_test: torch.Tensor
+    x_test: Features
     y_test: torch.Tensor
     n_classes: int
     class_names: list[str]
@@ -28,6 +108,24 @@ class Dataset:
     @property
     def n_features(self) -> int:
         return self.x_train.shape[1]
+
+    def plain_features(self) -> tuple[np.ndarray, np.ndarray]:
+        """Train and test features without label slots or layout, for digital baselines."""
+        out = []
+        for x in (self.x_train, self.x_test):
+            if isinstance(x, LazyFeatures):
+                out.append(x.plain())
+            else:
+                out.append(x[:, self.label_slots :].cpu().numpy())
+        return out[0], out[1]
+
+    def map_features(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Dataset:
+        """The same data set with ``fn`` applied to every feature row (lazily where lazy)."""
+
+        def apply(x: Features) -> Features:
+            return x.map(fn) if isinstance(x, LazyFeatures) else fn(x)
+
+        return dataclasses.replace(self, x_train=apply(self.x_train), x_test=apply(self.x_test))
 
     def to(self, device: torch.device | str) -> Dataset:
         return Dataset(
@@ -66,6 +164,7 @@ def make_dataset(
     test_fraction: float,
     seed: int,
     reserve_label_slots: bool = True,
+    label_width: int = 1,
     scaling: str = "minmax",
     pad_to: int | None = None,
     impute_missing: bool = False,
@@ -86,6 +185,9 @@ def make_dataset(
 
     ``impute_missing``: NaN entries (e.g. formants that were not measurable) are replaced
     by the training mean of their feature before scaling; without it a NaN is an error.
+
+    ``label_width``: entries per class in the reserved label slots (a wider label moves
+    more of a device's inputs, e.g. more metasurface elements).
 
     ``pad_to``: total input width; zero columns are appended after the label slots and the
     features (e.g. 7 label slots + 12 formants + 1 zero = 20 inputs for a 20-input device).
@@ -122,7 +224,9 @@ def make_dataset(
         top = (z[train] - shift).max()
         xs = np.clip((z - shift) / (top if top > 0 else 1.0), 0.0, 1.0)
     n_classes = len(class_names)
-    slots = n_classes if reserve_label_slots else 0
+    if int(label_width) != label_width or label_width < 1:
+        raise ValueError(f"label_width must be a positive integer, got {label_width}")
+    slots = n_classes * int(label_width) if reserve_label_slots else 0
     if slots:
         xs = np.concatenate([np.zeros((xs.shape[0], slots)), xs], axis=1)
     if pad_to is not None:

@@ -420,6 +420,7 @@ def load_vowels(
     seed: int = 0,
     test_fraction: float = 0.2,
     reserve_label_slots: bool = True,
+    label_width: int = 1,
     pad_to: int | None = None,
     vowels: Sequence[str] = VOWELS_7,
     group: str = "w",
@@ -453,8 +454,8 @@ def load_vowels(
 
     Features are scaled with the training split's statistics (``scaling``, default
     ``"zscore"``: z-score, then shift and scale the whole matrix into [0, 1]; see
-    :func:`make_dataset`), ``reserve_label_slots`` prepends one zero entry per class for
-    the label overlay, and ``pad_to`` pads with zeros to that input width (e.g. 20).
+    :func:`make_dataset`), ``reserve_label_slots`` prepends ``label_width`` zero entries
+    per class for the label overlay, and ``pad_to`` pads with zeros to that input width.
     Split: stratified, ``test_fraction`` per class, fixed by ``seed``.
     """
     if source not in SOURCES:
@@ -515,7 +516,7 @@ def load_vowels(
     return make_dataset(
         f"vowels-{source}", x, y, vowels,
         test_fraction=test_fraction, seed=seed, reserve_label_slots=reserve_label_slots,
-        scaling=scaling, pad_to=pad_to, impute_missing=True,
+        label_width=label_width, scaling=scaling, pad_to=pad_to, impute_missing=True,
     )
 
 

@@ -1,0 +1,82 @@
+"""The cheaper prediction: a linear read-out of the blocks' outputs for a neutral label.
+
+Goodness-per-label prediction (the paper's) runs every sample once per candidate label, so
+it costs ``n_classes`` device passes per sample; the read-out costs one. It overlays a
+*neutral* label (every label slot at ``amplitude / n_classes``), concatenates the blocks'
+outputs (each scaled to unit length, as goodness is scale-free) and fits a multinomial
+logistic regression on the training set. Only the read-out is trained; the blocks are not.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .flops import FlopMeter
+from .network import PhysicalNetwork
+
+
+def neutral_label(
+    x: torch.Tensor, n_classes: int, amplitude: float | str = 1.0, width: int = 1
+) -> torch.Tensor:
+    """Every label slot set to ``amplitude / n_classes``: no class is favoured."""
+    amp = x.abs().max() if amplitude == "batch_max" else float(amplitude)
+    out = x.clone()
+    out[:, : n_classes * width] = amp / n_classes
+    return out
+
+
+@torch.no_grad()
+def neutral_features(
+    net: PhysicalNetwork,
+    x,
+    n_classes: int,
+    amplitude: float | str = 1.0,
+    width: int = 1,
+    flops: FlopMeter | None = None,
+    batch_size: int = 4096,
+) -> torch.Tensor:
+    """Concatenated unit-length block outputs for a neutral label, ``[N, sum of widths]``."""
+    parts = []
+    for start in range(0, x.shape[0], batch_size):
+        xb = neutral_label(x[start : start + batch_size], n_classes, amplitude, width)
+        hs = net(xb, flops)
+        parts.append(torch.cat([F.normalize(h, dim=1) for h in hs], dim=1))
+    return torch.cat(parts)
+
+
+class LinearReadout:
+    """Multinomial logistic regression on fixed features (L-BFGS, deterministic)."""
+
+    def __init__(self, n_classes: int, l2: float = 1e-4, max_iter: int = 200):
+        self.n_classes, self.l2, self.max_iter = n_classes, l2, max_iter
+        self.weight: torch.Tensor | None = None
+        self.bias: torch.Tensor | None = None
+        self.mean: torch.Tensor | None = None
+        self.std: torch.Tensor | None = None
+
+    def fit(self, f: torch.Tensor, y: torch.Tensor, flops: FlopMeter | None = None) -> LinearReadout:
+        self.mean, self.std = f.mean(0), f.std(0).clamp_min(1e-6)
+        z = (f - self.mean) / self.std
+        w = torch.zeros(f.shape[1], self.n_classes, device=f.device, requires_grad=True)
+        b = torch.zeros(self.n_classes, device=f.device, requires_grad=True)
+        opt = torch.optim.LBFGS([w, b], max_iter=self.max_iter, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            loss = F.cross_entropy(z @ w + b, y) + self.l2 * w.square().sum()
+            loss.backward()
+            return loss
+
+        if flops is None:
+            opt.step(closure)
+        else:
+            with flops.count("readout"):
+                opt.step(closure)
+        self.weight, self.bias = w.detach(), b.detach()
+        return self
+
+    def predict(self, f: torch.Tensor) -> torch.Tensor:
+        if self.weight is None:
+            raise RuntimeError("LinearReadout.predict before fit")
+        return (((f - self.mean) / self.std) @ self.weight + self.bias).argmax(1)
