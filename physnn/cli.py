@@ -1,4 +1,4 @@
-"""Command line: ``physnn train``, ``physnn report``, ``physnn presets``, ``physnn device``.
+"""Command line: ``physnn train``, ``compare``, ``report``, ``presets``, ``device``.
 
 Each command is a thin layer over the Python API of the same name.
 """
@@ -43,6 +43,79 @@ def _cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+DEFAULT_METHODS_ARG = "phyll,ff,pat,backprop"
+
+
+def _compare_argv(a: argparse.Namespace) -> list[str]:
+    """The command line that reproduces this comparison (recorded in its table)."""
+    argv = ["physnn", "compare", str(a.config), "--methods", a.methods, "--seeds", str(a.seeds)]
+    for flag, value in (("--seed", a.seed), ("--epochs", a.epochs), ("--settings", a.settings)):
+        if value is not None:
+            argv += [flag, str(value)]
+    for item in a.set:
+        argv += ["--set", item]
+    return argv
+
+
+def _cmd_compare(a: argparse.Namespace) -> int:
+    import shlex
+
+    import torch
+
+    from .experiments.compare import compare, from_logs, write_outputs
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    if a.from_logs:  # no training: the table and plot of the logs already in OUT/NAME
+        from .experiments.config import load_config
+
+        folder = Path(a.out) / load_config(a.config)["name"]
+        comp = from_logs(folder, methods if a.methods != DEFAULT_METHODS_ARG else None)
+        write_outputs(comp, folder)
+        print(comp.markdown())
+        return 0
+    comp = compare(
+        a.config, methods=methods, seeds=a.seeds, seed=a.seed, out=a.out, settings=a.settings,
+        overrides=a.set, epochs=a.epochs, torch_device=a.device, progress=not a.no_progress,
+        overwrite=a.overwrite, command=shlex.join(_compare_argv(a)),
+    )
+    print(comp.markdown())
+    print(f"\ntable, plot and run logs: {Path(a.out) / comp.name}/")
+    return 0
+
+
+def _continual_argv(a: argparse.Namespace) -> list[str]:
+    """The command line that reproduces this continual run (recorded in its table)."""
+    argv = ["physnn", "continual", str(a.config), "--methods", a.methods, "--seeds", str(a.seeds)]
+    for flag, value in (("--seed", a.seed), ("--epochs", a.epochs), ("--settings", a.settings)):
+        if value is not None:
+            argv += [flag, str(value)]
+    for item in a.set:
+        argv += ["--set", item]
+    return argv
+
+
+def _cmd_continual(a: argparse.Namespace) -> int:
+    import shlex
+
+    import torch
+
+    from .experiments.continual import continual
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    arms = [m.strip() for m in a.methods.split(",") if m.strip()]
+    summary = continual(
+        a.config, methods=arms, seeds=a.seeds, seed=a.seed, out=a.out, settings=a.settings,
+        overrides=a.set, epochs=a.epochs, torch_device=a.device, progress=not a.no_progress,
+        overwrite=a.overwrite, command=shlex.join(_continual_argv(a)),
+    )
+    print(summary.markdown())
+    print(f"\ntable, plot and run logs: {Path(a.out) / summary.name}/")
+    return 0
+
+
 def _cmd_presets(a: argparse.Namespace) -> int:
     from .experiments.config import presets
 
@@ -56,6 +129,161 @@ def _cmd_device(a: argparse.Namespace) -> int:
     dev = make_device(a.description)
     print(json.dumps({"spec": dev.spec.to_dict(), "description": dev.describe()}, indent=2))
     return 0
+
+
+def _frame_counts(text: str | None) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"expected frame counts like 500 or 500,2000, got {text!r}") from None
+
+
+def _cmd_emulate(a: argparse.Namespace) -> int:
+    import torch
+
+    from .devices.emulator import Faults, emulate
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    faults = Faults(
+        corrupt=a.corrupt, drop=a.drop, delay=a.delay, delay_s=a.delay_s, garbage=a.garbage,
+        disconnect=a.disconnect, reset=a.reset, disconnect_after=_frame_counts(a.disconnect_after),
+        reset_after=_frame_counts(a.reset_after), reset_s=a.reset_s, seed=a.fault_seed,
+    )
+    emulate(
+        a.device, socket=a.socket, link=a.link, faults=faults, max_payload=a.max_payload,
+        max_batch=a.max_batch, duration=a.duration, stats_file=a.stats,
+    )
+    return 0
+
+
+def _command_line(a: argparse.Namespace, positional: tuple[str, ...]) -> str:
+    """The command that reproduces this one (stored in a record's provenance)."""
+    import shlex
+
+    argv = ["physnn", a.command] + [str(getattr(a, k)) for k in positional if getattr(a, k)]
+    for key, value in vars(a).items():
+        if key in ("func", "command", *positional) or value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif isinstance(value, list):
+            for v in value:
+                argv += [flag, str(v)]
+        else:
+            argv += [flag, str(value)]
+    return shlex.join(argv)
+
+
+def _device_from(description: str | None, assignments: list[str], record=None):
+    """A device from a kind / .toml description with KEY=VALUE overrides, or, without one,
+    from the description stored in ``record``."""
+    import tomllib
+
+    from .devices import make_device
+
+    overrides = {}
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects KEY=VALUE (e.g. n_in=16), got {item!r}")
+        try:
+            overrides[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            overrides[key.strip()] = raw
+    if description is None:
+        if record is None:
+            raise ValueError("name the device: a kind such as sim:optical, or a .toml description")
+        return record.make_device(**overrides)
+    return make_device(description, **overrides)
+
+
+def _cmd_calibrate(a: argparse.Namespace) -> int:
+    import torch
+
+    from .calibration import calibrate, plot_record, summary_text
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    dev = _device_from(a.description, a.set)
+    inputs = "uniform" if a.inputs == "uniform" else _inputs_file(a.inputs)
+    settings = {k: v for k, v in (
+        ("samples", a.samples), ("repeats", a.repeats), ("drift_checks", a.drift_checks),
+        ("seed", a.seed)) if v is not None}
+    rec = calibrate(dev, inputs=inputs, out=a.out, command=_command_line(a, ("description",)),
+                    progress=not a.no_progress, **settings)
+    print(summary_text(rec))
+    print(f"\nrecord: {a.out}")
+    if not a.no_plot:
+        print(f"response plot: {plot_record(rec, Path(a.out).with_suffix('.png'))}")
+    return 0
+
+
+def _inputs_file(path: str):
+    """Sweep inputs from a .npy / .npz (array 'inputs') / .csv file."""
+    import numpy as np
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"sweep inputs file {p} does not exist")
+    if p.suffix == ".npy":
+        return np.load(p)
+    if p.suffix == ".npz":
+        with np.load(p) as z:
+            if "inputs" not in z.files:
+                raise ValueError(f"{p} has no array 'inputs'; it holds {sorted(z.files)}")
+            return z["inputs"]
+    return np.loadtxt(p, delimiter=",", ndmin=2)
+
+
+def _cmd_import(a: argparse.Namespace) -> int:
+    from .calibration import import_measurements, plot_record, summary_text, write_record
+
+    rec = import_measurements(
+        a.inputs, a.outputs, fmt=a.format,
+        domain=[float(v) for v in a.domain.split(",")] if a.domain else None,
+        levels=[float(v) for v in a.levels.split(",")] if a.levels else None,
+        name=a.name, output_units=a.units, n_in=a.n_in, n_out=a.n_out,
+        in_prefix=a.in_prefix, out_prefix=a.out_prefix, input_key=a.input_key,
+        output_key=a.output_key, command=_command_line(a, ("inputs",)),
+    )
+    write_record(a.out, rec)
+    print(summary_text(rec))
+    print(f"\nrecord: {a.out}")
+    if not a.no_plot:
+        print(f"response plot: {plot_record(rec, Path(a.out).with_suffix('.png'))}")
+    return 0
+
+
+def _cmd_fit(a: argparse.Namespace) -> int:
+    import torch
+
+    from .devices.surrogate import fit_surrogate
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    settings = {k: v for k, v in (
+        ("hidden", [int(h) for h in a.hidden.split(",")] if a.hidden else None),
+        ("activation", a.activation), ("fourier", a.fourier), ("epochs", a.epochs),
+        ("patience", a.patience), ("lr", a.lr), ("batch_size", a.batch_size),
+        ("holdout", a.holdout), ("validation", a.validation), ("seed", a.seed)) if v is not None}
+    twin = fit_surrogate(a.record, out=a.out, progress=not a.no_progress, **settings)
+    print(twin.fidelity_text())
+    print(f"\ntwin: {a.out}  (use it as a device: {{kind = \"surrogate\", path = \"{a.out}\"}})")
+    return 0
+
+
+def _cmd_check(a: argparse.Namespace) -> int:
+    from .calibration import check, read_record
+
+    rec = read_record(a.against)
+    dev = _device_from(a.description, a.set, rec)
+    report = check(dev, rec, repeats=a.repeats)
+    print(report.json() if a.json else report.text())
+    return 1 if report.drifted else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,12 +313,149 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="folder for the PNGs (default: beside each run log)")
     r.set_defaults(func=_cmd_report)
 
+    c = sub.add_parser(
+        "compare", help="train several learning rules x seeds; table, plots and every run log"
+    )
+    c.add_argument("config", help="preset name (see 'physnn presets') or path to a .toml config")
+    c.add_argument(
+        "--methods", default=DEFAULT_METHODS_ARG,
+        help="comma-separated learning rules (default: phyll,ff,pat,backprop)",
+    )
+    c.add_argument("--seeds", type=int, default=5, help="seeds per method (default 5)")
+    c.add_argument("--seed", type=int, help="first seed (default: the config's seed)")
+    c.add_argument("--epochs", type=int, help="override train.epochs for every method")
+    c.add_argument(
+        "--settings", help="TOML of per-method [PRESET.METHOD] train settings (default: built-in)"
+    )
+    c.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config value for every method (repeatable)",
+    )
+    c.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
+    c.add_argument("--out", default="runs/compare", help="output folder (default: runs/compare)")
+    c.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
+    c.add_argument("--threads", type=int, help="torch CPU threads")
+    c.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    c.add_argument(
+        "--from-logs", action="store_true",
+        help="train nothing: rebuild the table and plot from the complete run logs in OUT/NAME",
+    )
+    c.set_defaults(func=_cmd_compare)
+
+    cn = sub.add_parser("continual", help="train while the device drifts or changes suddenly; "
+                        "accuracy on the current device, drop monitor, recovery figures and plot")
+    cn.add_argument("config", help="preset name (e.g. perturbation-recovery) or a .toml config")
+    cn.add_argument("--methods", default="phyll,pat",
+                    help="comma-separated arms: learning rules, METHOD:frozen for a network that "
+                    "stops training at the first perturbation (default: phyll,pat)")
+    cn.add_argument("--seeds", type=int, default=1, help="seeds per arm (default 1)")
+    cn.add_argument("--seed", type=int, help="first seed (default: the config's seed)")
+    cn.add_argument("--epochs", type=int, help="override train.epochs (= device clock ticks)")
+    cn.add_argument("--settings", help="TOML of per-method [PRESET.METHOD] train settings")
+    cn.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config value, e.g. --set continual.track_twin=true")
+    cn.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
+    cn.add_argument("--out", default="runs/continual", help="output folder (default runs/continual)")
+    cn.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
+    cn.add_argument("--threads", type=int, help="torch CPU threads")
+    cn.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    cn.set_defaults(func=_cmd_continual)
+
     ps = sub.add_parser("presets", help="list the built-in presets")
     ps.set_defaults(func=_cmd_presets)
 
     d = sub.add_parser("device", help="build a device from a description and print its spec")
     d.add_argument("description", help="a kind such as sim:optical, or a .toml description")
     d.set_defaults(func=_cmd_device)
+
+    e = sub.add_parser("emulate", help="serve a simulated device with the serial protocol over a "
+                       "pseudo-terminal or a loopback socket, with fault injection")
+    e.add_argument("device", help="a preset (its [device]), a kind such as sim:optical, or a .toml")
+    where = e.add_mutually_exclusive_group()
+    where.add_argument("--pty", action="store_true", help="serve on a pseudo-terminal (default)")
+    where.add_argument("--socket", metavar="HOST:PORT", help="serve TCP, e.g. 127.0.0.1:5555")
+    e.add_argument("--link", help="fixed path of the pty's symlink (default: printed temp path)")
+    for flag, what in (("corrupt", "frames with flipped bytes"), ("drop", "frames lost"),
+                       ("delay", "replies held back by --delay-s"),
+                       ("garbage", "bursts of random bytes before a reply"),
+                       ("disconnect", "disconnects per frame"), ("reset", "board resets per frame")):
+        e.add_argument(f"--{flag}", type=float, default=0.0, metavar="RATE",
+                       help=f"fraction of {what} (default 0)")
+    e.add_argument("--delay-s", type=float, default=1.0, help="seconds a delayed reply waits")
+    e.add_argument("--disconnect-after", metavar="N[,N...]", help="disconnect after N frames")
+    e.add_argument("--reset-after", metavar="N[,N...]", help="reset the board after N frames")
+    e.add_argument("--reset-s", type=float, default=0.3, help="boot time after a reset (s)")
+    e.add_argument("--fault-seed", type=int, default=0, help="seed of the fault injector")
+    e.add_argument("--max-payload", type=int, default=65535, help="largest frame payload")
+    e.add_argument("--max-batch", type=int, default=1 << 20, help="samples per board batch")
+    e.add_argument("--duration", type=float, help="stop after this many seconds")
+    e.add_argument("--stats", help="write the emulator's counters (JSON) here when it stops")
+    e.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    e.set_defaults(func=_cmd_emulate)
+
+    c = sub.add_parser("calibrate", help="characterise a device: sweep, noise floor, SNR, dynamic "
+                       "range, saturation, drift -> an HDF5 calibration record and a response plot")
+    c.add_argument("description", help="a kind such as sim:optical, or a .toml description")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a device parameter, e.g. --set n_in=16 --set seed=3 (repeatable)")
+    c.add_argument("--out", required=True, help="the record to write (.h5); the plot goes beside it")
+    c.add_argument("--samples", type=int, help="random sweep samples (default 10000)")
+    c.add_argument("--repeats", type=int, help="passes over the repeatability inputs (default 10)")
+    c.add_argument("--drift-checks", type=int, help="drift checkpoints during the sweep (default 10)")
+    c.add_argument("--inputs", default="uniform",
+                   help="'uniform' (default) or a .npy/.npz/.csv file of sweep inputs to measure")
+    c.add_argument("--seed", type=int, help="seed of the random inputs (default: the device's)")
+    c.add_argument("--no-plot", action="store_true", help="skip the response plot")
+    c.add_argument("--threads", type=int, help="torch CPU threads")
+    c.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    c.set_defaults(func=_cmd_calibrate)
+
+    im = sub.add_parser("import", help="turn measured input/output pairs (CSV, NPZ, HDF5) into a "
+                        "calibration record")
+    im.add_argument("inputs", help="inputs CSV, or one CSV with in_*/out_* columns, or .npz/.h5")
+    im.add_argument("--outputs", help="outputs CSV (when inputs and outputs are two files)")
+    im.add_argument("--out", required=True, help="the record to write (.h5)")
+    im.add_argument("--format", choices=["csv", "npz", "h5"], help="default: from the suffix")
+    im.add_argument("--domain", metavar="LO,HI", help="input range (default: inferred)")
+    im.add_argument("--levels", metavar="A,B,...", help="discrete input levels (default: inferred)")
+    im.add_argument("--name", default="imported", help="device name stored in the record")
+    im.add_argument("--units", default="a.u.", help="output units stored in the record")
+    im.add_argument("--n-in", type=int, help="expected input width (checked)")
+    im.add_argument("--n-out", type=int, help="expected output width (checked)")
+    im.add_argument("--in-prefix", default="in_", help="input column prefix in a single CSV")
+    im.add_argument("--out-prefix", default="out_", help="output column prefix in a single CSV")
+    im.add_argument("--input-key", default="inputs", help="input array / dataset name (NPZ, HDF5)")
+    im.add_argument("--output-key", default="outputs", help="output array / dataset name")
+    im.add_argument("--no-plot", action="store_true", help="skip the response plot")
+    im.set_defaults(func=_cmd_import)
+
+    f = sub.add_parser("fit", help="fit a surrogate twin (MLP) to a calibration record")
+    f.add_argument("record", help="calibration record (.h5)")
+    f.add_argument("--out", required=True, help="the twin to write (.pt)")
+    f.add_argument("--hidden", metavar="W1,W2,...", help="hidden widths (default 256,256)")
+    f.add_argument("--activation", choices=["relu", "gelu", "silu", "tanh"], help="default silu")
+    f.add_argument("--fourier", type=int, help="periodic input features, terms (default 0)")
+    f.add_argument("--epochs", type=int, help="most epochs (default 400; early stopping)")
+    f.add_argument("--patience", type=int, help="epochs without improvement before stopping")
+    f.add_argument("--lr", type=float, help="Adam learning rate (default 2e-3)")
+    f.add_argument("--batch-size", type=int, help="default 256")
+    f.add_argument("--holdout", type=float, help="test fraction (default 0.15)")
+    f.add_argument("--validation", type=float, help="validation fraction (default 0.15)")
+    f.add_argument("--seed", type=int, help="split and initialisation seed (default 0)")
+    f.add_argument("--threads", type=int, help="torch CPU threads")
+    f.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    f.set_defaults(func=_cmd_fit)
+
+    ck = sub.add_parser("check", help="re-measure a record's reference inputs and report drift "
+                        "(exit status 1 when channels moved)")
+    ck.add_argument("description", nargs="?",
+                    help="a kind or .toml description (default: the device stored in the record)")
+    ck.add_argument("--against", required=True, help="calibration record (.h5)")
+    ck.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a device parameter (repeatable)")
+    ck.add_argument("--repeats", type=int, default=3, help="passes over the reference inputs")
+    ck.add_argument("--json", action="store_true", help="print the full per-channel report as JSON")
+    ck.set_defaults(func=_cmd_check)
     return p
 
 

@@ -15,6 +15,8 @@ KINDS: dict[str, str] = {
     "sim:optical": "physnn.sim.optical:OpticalCavity",
     "sim:acoustic": "physnn.sim.acoustic:AcousticCavity",
     "sim:microwave": "physnn.sim.microwave:MetasurfaceCavity",
+    "surrogate": "physnn.devices.surrogate:Surrogate",
+    "serial": "physnn.devices.serial_link:SerialDevice",
 }
 """Device kinds and the class that implements each (imported on first use)."""
 

@@ -11,7 +11,7 @@ from typing import Any
 DEFAULTS: dict[str, Any] = {
     "name": "experiment",
     "seed": 0,
-    "data": {"name": "digits", "test_fraction": 0.2, "reserve_label_slots": True},
+    "data": {"name": "digits"},
     "device": {"kind": "sim:optical"},
     "network": {"hidden": [200, 200], "skip": True},
     "train": {
@@ -24,12 +24,29 @@ DEFAULTS: dict[str, Any] = {
         "label_amplitude": 1.0,
         "eval_every": 5,
         "eval_train": True,
+        "ff_threshold": 2.0,
+        "pat_twin": "",
+        "pat_mismatch": 0.0,
+        "digital_j_per_flop": 1e-11,
+        "readout": "goodness",
+    },
+    "continual": {  # physnn.experiments.continual: training while the device changes
+        "eval_every": 1,
+        "monitor_window": 3,
+        "drop_points": 10.0,
+        "recover_points": 2.0,
+        "freeze_at": 0,
+        "track_twin": False,
+        "tail_fraction": 0.25,
     },
 }
 """Every key a config may set. ``device`` and ``data`` are free-form: the device factory and
 the data set's loader validate them (their keyword arguments)."""
 
 FREE_FORM = {"device", "data"}
+READOUTS = ("goodness", "linear", "both")
+"""Prediction: the paper's goodness per candidate label, a neutral-label linear read-out
+(one device pass per sample instead of one per class), or both side by side."""
 
 
 def presets() -> list[str]:
@@ -102,14 +119,35 @@ def apply_overrides(cfg: dict[str, Any], assignments: list[str]) -> dict[str, An
 
 
 def validate(cfg: dict[str, Any]) -> None:
+    from ..train.methods import METHODS  # the registry is the one list of learning rules
+
     t = cfg["train"]
+    methods = sorted(METHODS)
     checks = [
-        (t["method"] == "phyll", f"train.method {t['method']!r} is not available; allowed: 'phyll'"),
+        (t["method"] in methods, f"train.method {t['method']!r} is not available; allowed: {methods}"),
+        (float(t["ff_threshold"]) > 0, f"train.ff_threshold must be > 0, got {t['ff_threshold']}"),
+        (
+            0.0 <= float(t["pat_mismatch"]) <= 1.0,
+            f"train.pat_mismatch must be in [0, 1], got {t['pat_mismatch']}",
+        ),
+        (
+            isinstance(t["pat_twin"], str | dict | list),
+            "train.pat_twin must be '' (the simulator itself), a device description (kind, "
+            f".toml path or table) or a list of them, one per block; got {t['pat_twin']!r}",
+        ),
+        (
+            float(t["digital_j_per_flop"]) >= 0,
+            f"train.digital_j_per_flop must be >= 0, got {t['digital_j_per_flop']}",
+        ),
         (int(t["epochs"]) >= 1, f"train.epochs must be >= 1, got {t['epochs']}"),
         (int(t["inner_steps"]) >= 1, f"train.inner_steps must be >= 1, got {t['inner_steps']}"),
         (float(t["lr"]) > 0, f"train.lr must be > 0, got {t['lr']}"),
         (int(t["batch_size"]) >= 0, f"train.batch_size must be >= 0, got {t['batch_size']}"),
         (int(t["eval_every"]) >= 1, f"train.eval_every must be >= 1, got {t['eval_every']}"),
+        (
+            t["readout"] in READOUTS,
+            f"train.readout must be one of {', '.join(READOUTS)}, got {t['readout']!r}",
+        ),
         (
             t["label_amplitude"] == "batch_max" or isinstance(t["label_amplitude"], int | float),
             f"train.label_amplitude must be a number or 'batch_max', got {t['label_amplitude']!r}",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import math
 import time
@@ -19,8 +18,11 @@ from .. import __version__
 from ..data import DATASETS, Dataset
 from ..devices import make_device
 from ..runlog import read_run, write_run
+from ..train.ledger import PeakMemory, run_ledger
+from ..train.methods import Trainer
+from ..train.methods import make_trainer as make_method_trainer
 from ..train.network import Block, PhysicalNetwork
-from ..train.phyll import PhyLL, PhyLLSettings
+from ..train.readout import LinearReadout, neutral_features
 from .config import apply_overrides, load_config
 from .reference import logistic_regression_accuracy
 
@@ -68,28 +70,19 @@ def build_network(
 
 def make_trainer(
     cfg: dict[str, Any], net: PhysicalNetwork, n_classes: int, seed: int, label_width: int = 1
-) -> PhyLL:
-    """``label_width``: inputs per class in the label overlay (``Dataset.label_width``)."""
-    t = cfg["train"]
-    settings = PhyLLSettings(
-        n_classes=n_classes,
-        lr=float(t["lr"]),
-        inner_steps=int(t["inner_steps"]),
-        alpha=float(t["alpha"]),
-        label_amplitude=t["label_amplitude"],
-        batch_size=int(t["batch_size"]),
-        label_width=label_width,
-    )
-    return PhyLL(net, settings, torch.Generator().manual_seed(seed + 1))
+) -> Trainer:
+    """The learning rule ``train.method`` names (physnn.train.methods.METHODS).
+
+    ``label_width``: inputs per class in the label overlay (``Dataset.label_width``).
+    """
+    return make_method_trainer(cfg, net, n_classes, seed, label_width=label_width)
 
 
 def map_into_domain(data: Dataset, domain) -> Dataset:
     """Map features from [0, 1] into the first device's input domain (snap to its levels)."""
     if domain.levels is None and (domain.lo, domain.hi) == (0.0, 1.0):
         return data
-    return dataclasses.replace(
-        data, x_train=domain.from_unit(data.x_train), x_test=domain.from_unit(data.x_test)
-    )
+    return data.map_features(domain.from_unit)
 
 
 def _check_torch_device(name: str) -> None:
@@ -138,7 +131,7 @@ def run(
 
     metrics: dict[str, list] = {k: [] for k in METRICS}
     metrics["loss"] = []
-    start_epoch, wall_before = 0, 0.0
+    start_epoch, wall_before, peak_before = 0, 0.0, 0.0
     reference: dict[str, float] = {}
     created = datetime.now(UTC).isoformat(timespec="seconds")
     if out.exists() and not overwrite:
@@ -156,9 +149,9 @@ def run(
             metrics = {k: list(v) for k, v in ck["metrics"].items()}
             start_epoch, wall_before = ck["epoch"], ck["wall_time_s"]
             reference, created = prev["reference"], prev.get("created", created)
+            peak_before = prev["accounting"].get("ledger", {}).get("peak_memory_bytes", 0.0)
     if not reference:
-        x_tr = raw.x_train[:, raw.label_slots :].cpu().numpy()  # before any device quantisation
-        x_te = raw.x_test[:, raw.label_slots :].cpu().numpy()
+        x_tr, x_te = raw.plain_features()  # before any device quantisation
         reference = {
             "logistic_regression_test_acc": logistic_regression_accuracy(
                 x_tr, data.y_train.cpu().numpy(), x_te, data.y_test.cpu().numpy(), seed
@@ -166,6 +159,7 @@ def run(
         }
 
     devices = [d.describe() for d in net.devices]
+    memory = PeakMemory(torch_device).start()  # the ledger's peak memory of this run
     t0 = time.perf_counter() - wall_before
     last = epochs if stop_after is None else min(epochs, start_epoch + stop_after)
     bar = tqdm(
@@ -180,15 +174,26 @@ def run(
         q1 = _queries(net)
         final = epoch + 1 == epochs
         train_acc = test_acc = math.nan
+        linear = {"test_acc_linear": math.nan, "readout_fit_queries": 0, "eval_queries_linear": 0}
         if final or (epoch + 1) % int(t_cfg["eval_every"]) == 0:
-            y_pred = trainer.predict(data.x_test)
-            test_acc = (y_pred == data.y_test).float().mean().item()
-            if t_cfg["eval_train"]:
-                train_acc = (trainer.predict(data.x_train) == data.y_train).float().mean().item()
+            if t_cfg["readout"] in ("goodness", "both"):
+                y_pred = trainer.predict(data.x_test)
+                test_acc = (y_pred == data.y_test).float().mean().item()
+                if t_cfg["eval_train"]:
+                    train_acc = (trainer.predict(data.x_train) == data.y_train).float().mean().item()
+            if t_cfg["readout"] in ("linear", "both"):
+                linear = _linear_readout(cfg, net, data, trainer.flops)
+                if t_cfg["readout"] == "linear":
+                    test_acc, y_pred = linear["test_acc_linear"], linear.pop("y_pred")
+                linear.pop("y_pred", None)
             bar.set_postfix(loss=f"{losses[-1]:.4f}", test=f"{test_acc:.3f}")
+        if t_cfg["readout"] != "goodness":
+            for key, value in linear.items():
+                metrics.setdefault(key, []).append(value)
+        q_eval = _queries(net) - q1 - linear["readout_fit_queries"] - linear["eval_queries_linear"]
         for key, value in zip(
             METRICS,
-            (epoch + 1, train_acc, test_acc, time.perf_counter() - t0, q1 - q0, _queries(net) - q1),
+            (epoch + 1, train_acc, test_acc, time.perf_counter() - t0, q1 - q0, q_eval),
             strict=True,
         ):
             metrics[key].append(value)
@@ -206,6 +211,10 @@ def run(
             "accounting": {
                 **{f"block{k}": d.accounting.as_dict() for k, d in enumerate(net.devices)},
                 "digital": {f"flops_{k}": float(v) for k, v in trainer.flops.totals.items()},
+                "ledger": run_ledger(
+                    cfg, net, trainer, metrics, wall_time_s=time.perf_counter() - t0,
+                    memory=memory, peak_before=peak_before,
+                ),
             },
             "reference": reference,
             "predictions": {}
@@ -221,7 +230,28 @@ def run(
         }
         write_run(out, record)
     bar.close()
+    memory.stop()
     return _result(out, read_run(out))
+
+
+def _linear_readout(cfg: dict[str, Any], net: PhysicalNetwork, data: Dataset, flops) -> dict:
+    """Fit the neutral-label linear read-out on the training set; score it on the test set.
+
+    Device queries: one pass per sample and block to fit (training set), one to predict.
+    """
+    args = (data.n_classes, cfg["train"]["label_amplitude"], data.label_width, flops)
+    q0 = _queries(net)
+    readout = LinearReadout(data.n_classes).fit(
+        neutral_features(net, data.x_train, *args), data.y_train, flops
+    )
+    q1 = _queries(net)
+    y_pred = readout.predict(neutral_features(net, data.x_test, *args))
+    return {
+        "test_acc_linear": (y_pred == data.y_test).float().mean().item(),
+        "readout_fit_queries": q1 - q0,
+        "eval_queries_linear": _queries(net) - q1,
+        "y_pred": y_pred,
+    }
 
 
 def _result(path: Path, rec: dict[str, Any]) -> RunResult:
@@ -235,6 +265,11 @@ def _result(path: Path, rec: dict[str, Any]) -> RunResult:
         reference_acc=float(rec["reference"].get("logistic_regression_test_acc", math.nan)),
         record=rec,
     )
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    v = np.asarray(values, dtype=float)
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
 
 
 @dataclass
@@ -253,6 +288,13 @@ class Summary:
         return self._stats("test_acc")
 
     @property
+    def method(self) -> str:
+        """The learning rule's display name (PhyLL, FF, PAT, backprop)."""
+        rules = {r.record["config"]["train"]["method"] for r in self.results}
+        names = {"phyll": "PhyLL", "ff": "FF", "pat": "PAT", "backprop": "backprop"}
+        return "/".join(names.get(m, m) for m in sorted(rules))
+
+    @property
     def reference_acc(self) -> tuple[float, float]:
         return self._stats("reference_acc")
 
@@ -266,13 +308,34 @@ class Summary:
             "test_acc_mean": self.test_acc[0],
             "test_acc_std": self.test_acc[1],
             "runs": [str(r.path) for r in self.results],
+            **(
+                {
+                    "test_acc_linear": self.linear_acc,
+                    "test_acc_linear_mean": _mean_std(self.linear_acc)[0],
+                    "test_acc_linear_std": _mean_std(self.linear_acc)[1],
+                }
+                if self.linear_acc
+                else {}
+            ),
         }
 
+    @property
+    def linear_acc(self) -> list[float]:
+        """Final test accuracy of the linear read-out per seed (empty when not evaluated)."""
+        out = []
+        for r in self.results:
+            v = np.asarray(r.record["metrics"].get("test_acc_linear", []), dtype=float)
+            v = v[~np.isnan(v)]
+            if v.size:
+                out.append(float(v[-1]))
+        return out if len(out) == len(self.results) else []
+
     def markdown(self) -> str:
+        rule = self.method
         lines = [
             f"# {self.name}",
             "",
-            "| seed | PhyLL test acc | PhyLL train acc | logistic regression test acc | "
+            f"| seed | {rule} test acc | {rule} train acc | logistic regression test acc | "
             "train device queries | wall time (s) |",
             "|---:|---:|---:|---:|---:|---:|",
         ]
@@ -286,10 +349,16 @@ class Summary:
         (mu, sd), (rmu, rsd) = self.test_acc, self.reference_acc
         lines += [
             "",
-            f"PhyLL test accuracy: {100 * mu:.2f} ± {100 * sd:.2f} % (mean ± std over "
+            f"{rule} test accuracy: {100 * mu:.2f} ± {100 * sd:.2f} % (mean ± std over "
             f"{len(self.results)} seeds)",
             f"Logistic regression on the same splits: {100 * rmu:.2f} ± {100 * rsd:.2f} %",
         ]
+        if self.linear_acc:
+            lmu, lsd = _mean_std(self.linear_acc)
+            lines.append(
+                f"{rule} with the linear read-out (one device pass per sample): "
+                f"{100 * lmu:.2f} ± {100 * lsd:.2f} %"
+            )
         return "\n".join(lines)
 
 

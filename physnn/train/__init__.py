@@ -1,10 +1,17 @@
 """Physical networks and the learning rules that train their digital parameters."""
 
+from .backprop import Backprop, EndToEndSettings
+from .ff import FFSettings, ForwardForward
 from .flops import FlopMeter
+from .ledger import LedgerFlopMeter, PeakMemory, ledger
+from .methods import METHODS, make_trainer
 from .network import Block, PhysicalNetwork
+from .pat import PhysicsAware
 from .phyll import PhyLL, PhyLLSettings, goodness, overlay_label, phyll_loss, wrong_labels
 
 __all__ = [
-    "Block", "FlopMeter", "PhyLL", "PhyLLSettings", "PhysicalNetwork", "goodness",
-    "overlay_label", "phyll_loss", "wrong_labels",
+    "Backprop", "Block", "EndToEndSettings", "FFSettings", "FlopMeter", "ForwardForward",
+    "LedgerFlopMeter", "METHODS", "PeakMemory", "PhyLL", "PhyLLSettings", "PhysicalNetwork",
+    "PhysicsAware", "goodness", "ledger", "make_trainer", "overlay_label", "phyll_loss",
+    "wrong_labels",
 ]
