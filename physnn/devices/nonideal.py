@@ -179,8 +179,35 @@ class NonIdealDevice(Device):
             self.inner.load_state_dict(state["inner"])
 
     def describe(self):
+        """The inner description plus ``inputs``/``outputs``: what make_device rebuilds it from."""
         return {
             **self.inner.describe(),
-            "input_effects": [e.describe() for e in self.input_effects],
-            "output_effects": [e.describe() for e in self.output_effects],
+            "inputs": [e.describe() for e in self.input_effects],
+            "outputs": [e.describe() for e in self.output_effects],
         }
+
+
+@dataclass
+class LinearDrift(Effect):
+    """Slow drift: every output moves by ``rate`` units per sample measured (the device's
+    query clock), so the k-th sample this effect sees is offset by ``rate * k``.
+
+    A minimal model with a known rate, for testing calibration and drift checks; its clock is
+    not part of a device's ``state_dict`` (a resumed run restarts it at zero).
+    """
+
+    kind: ClassVar[str] = "linear_drift"
+    rate: float = 1e-6
+
+    def __post_init__(self):
+        if not abs(self.rate) < float("inf"):
+            raise ValueError(f"linear_drift: rate must be finite, got {self.rate}")
+        self._seen = 0
+
+    def __call__(self, y, gen):
+        t = self._seen + torch.arange(y.shape[0], device=y.device, dtype=y.dtype)
+        self._seen += y.shape[0]
+        return y + self.rate * t.unsqueeze(1)
+
+
+EFFECTS[LinearDrift.kind] = LinearDrift

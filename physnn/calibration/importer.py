@@ -1,0 +1,272 @@
+"""Import input/output pairs measured elsewhere (CSV, NPZ, HDF5) into a calibration record.
+
+Accepted layouts:
+
+- CSV, two files: ``inputs.csv`` (one row per sample, ``n_in`` numbers) and ``outputs.csv``
+  (the same rows, ``n_out`` numbers); a header row is optional.
+- CSV, one file with a header naming the columns: inputs ``in_0 .. in_{n-1}`` and outputs
+  ``out_0 .. out_{m-1}`` (the prefixes are configurable); other columns are ignored.
+- NPZ: arrays ``inputs`` and ``outputs`` (names configurable).
+- HDF5: datasets ``inputs`` and ``outputs`` (paths configurable); a physnn calibration record
+  is read as it is.
+
+Bad input fails with a ValueError naming the file, line or column: mismatched row counts,
+NaN or infinite values, rows of the wrong width, non-numbers, inputs outside the domain.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import re
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+from .. import __version__
+from ..devices.base import Domain
+from .record import CalibrationRecord, Section, is_record, read_record
+
+FORMATS = ("csv", "npz", "h5")
+
+
+def _format_of(path: Path, fmt: str | None) -> str:
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown measurement format {fmt!r}; allowed: {', '.join(FORMATS)}")
+        return fmt
+    suffix = path.suffix.lower()
+    known = {".csv": "csv", ".txt": "csv", ".tsv": "csv", ".npz": "npz", ".h5": "h5", ".hdf5": "h5"}
+    if suffix not in known:
+        raise ValueError(
+            f"cannot tell the format of {path} from its suffix; use .csv, .npz or .h5 "
+            "(or name the format)"
+        )
+    return known[suffix]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_csv(path: Path) -> tuple[list[str] | None, np.ndarray]:
+    """A CSV's header (if its first row is not all numbers) and its rows as floats."""
+    if not path.is_file():
+        raise FileNotFoundError(f"measurement file {path} does not exist")
+    text = path.read_text()
+    try:
+        dialect = csv.Sniffer().sniff(text[:8192], delimiters=",;\t ")
+    except csv.Error:
+        dialect = csv.excel
+    rows = [(i + 1, r) for i, r in enumerate(csv.reader(text.splitlines(), dialect))]
+    rows = [(i, [c.strip() for c in r if c.strip() != ""]) for i, r in rows]
+    rows = [(i, r) for i, r in rows if r and not r[0].startswith("#")]
+    if not rows:
+        raise ValueError(f"{path} holds no rows")
+    header = None
+    if not all(_is_number(c) for c in rows[0][1]):
+        header = rows[0][1]
+        rows = rows[1:]
+        if not rows:
+            raise ValueError(f"{path} has a header but no data rows")
+    width = len(header) if header is not None else len(rows[0][1])
+    data = np.empty((len(rows), width))
+    for j, (line, r) in enumerate(rows):
+        if len(r) != width:
+            raise ValueError(
+                f"{path} line {line}: {len(r)} values, expected {width} (the width of "
+                f"{'the header' if header is not None else 'the first row'})"
+            )
+        for k, cell in enumerate(r):
+            try:
+                data[j, k] = float(cell)
+            except ValueError:
+                col = header[k] if header is not None else str(k + 1)
+                raise ValueError(f"{path} line {line}, column {col}: {cell!r} is not a number") from None
+    return header, data
+
+
+def _columns(header: list[str], prefix: str) -> list[int]:
+    """Indices of columns ``<prefix><int>`` ordered by that integer; they must run 0..n-1."""
+    pat = re.compile(re.escape(prefix) + r"(\d+)$")
+    found = {int(m.group(1)): k for k, name in enumerate(header) if (m := pat.match(name))}
+    if found and sorted(found) != list(range(len(found))):
+        missing = sorted(set(range(max(found) + 1)) - set(found))
+        raise ValueError(f"columns {prefix}0..{prefix}{max(found)} are incomplete: missing "
+                         f"{', '.join(f'{prefix}{i}' for i in missing)}")
+    return [found[i] for i in sorted(found)]
+
+
+def _check_finite(what: str, a: np.ndarray, where: str) -> None:
+    bad = ~np.isfinite(a)
+    if bad.any():
+        r, c = (int(v) for v in np.argwhere(bad)[0])
+        raise ValueError(
+            f"{where}: {what}[{r}, {c}] is {a[r, c]} ({int(bad.sum())} non-finite values); "
+            "remove or repair those rows"
+        )
+
+
+def _load_pairs(
+    inputs: Path, outputs: Path | None, fmt: str | None, in_prefix: str, out_prefix: str,
+    input_key: str, output_key: str,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    kind = _format_of(inputs, fmt)
+    origin: dict[str, Any] = {"format": kind, "files": [str(inputs)]}
+    if kind == "csv":
+        header, a = _read_csv(inputs)
+        if outputs is not None:
+            origin["files"].append(str(outputs))
+            _, b = _read_csv(outputs)
+            return a, b, origin
+        if header is None:
+            raise ValueError(
+                f"{inputs} has no header: a single CSV needs named columns "
+                f"({in_prefix}0.. and {out_prefix}0..), or give inputs and outputs as two files"
+            )
+        ci, co = _columns(header, in_prefix), _columns(header, out_prefix)
+        if not ci or not co:
+            raise ValueError(
+                f"{inputs}: found {len(ci)} input columns ({in_prefix}0..) and {len(co)} output "
+                f"columns ({out_prefix}0..); need both. Header: {', '.join(header[:12])}"
+                + (" ..." if len(header) > 12 else "")
+            )
+        return a[:, ci], a[:, co], origin
+    if outputs is not None:
+        raise ValueError(f"a separate outputs file is only for CSV; {inputs} is {kind}")
+    if not inputs.is_file():
+        raise FileNotFoundError(f"measurement file {inputs} does not exist")
+    if kind == "npz":
+        try:
+            z = np.load(inputs, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{inputs} is not a readable .npz file: {e}") from None
+        with z:
+            missing = [k for k in (input_key, output_key) if k not in z.files]
+            if missing:
+                raise ValueError(f"{inputs} has no array {missing[0]!r}; it holds {sorted(z.files)}")
+            return np.asarray(z[input_key], float), np.asarray(z[output_key], float), origin
+    try:
+        f = h5py.File(inputs, "r")
+    except OSError as e:
+        raise ValueError(f"{inputs} is not a readable HDF5 file: {e}") from None
+    with f:
+        names: list[str] = []
+        f.visit(names.append)
+        missing = [k for k in (input_key, output_key)
+                   if k not in f or not isinstance(f[k], h5py.Dataset)]
+        if missing:
+            raise ValueError(f"{inputs} has no dataset {missing[0]!r}; it holds {sorted(names)[:20]}")
+        return np.asarray(f[input_key][()], float), np.asarray(f[output_key][()], float), origin
+
+
+def _infer_domain(x: np.ndarray, max_levels: int = 16) -> Domain:
+    values = np.unique(x)
+    if 2 <= values.size <= max_levels:
+        return Domain(levels=tuple(float(v) for v in values))
+    lo, hi = float(x.min()), float(x.max())
+    if not lo < hi:
+        raise ValueError("all imported inputs are equal; give the input domain explicitly")
+    return Domain(lo, hi)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def import_measurements(
+    inputs: str | Path,
+    outputs: str | Path | None = None,
+    *,
+    fmt: str | None = None,
+    domain: Sequence[float] | None = None,
+    levels: Sequence[float] | None = None,
+    name: str = "imported",
+    output_units: str = "a.u.",
+    n_in: int | None = None,
+    n_out: int | None = None,
+    in_prefix: str = "in_",
+    out_prefix: str = "out_",
+    input_key: str = "inputs",
+    output_key: str = "outputs",
+    command: str | None = None,
+) -> CalibrationRecord:
+    """Read measured pairs and return them as a calibration record (not yet written).
+
+    The input domain is ``domain=(lo, hi)``, ``levels=(...)``, or inferred: the distinct
+    values if there are at most 16, else ``[min, max]`` of the inputs. ``n_in``/``n_out``,
+    when given, are checked against the files' widths.
+    """
+    inputs = Path(inputs)
+    outputs = Path(outputs) if outputs is not None else None
+    if outputs is None and fmt in (None, "h5") and inputs.suffix.lower() in (".h5", ".hdf5") \
+            and inputs.is_file() and is_record(inputs):
+        return read_record(inputs)
+    x, y, origin = _load_pairs(inputs, outputs, fmt, in_prefix, out_prefix, input_key, output_key)
+    where = " + ".join(origin["files"])
+    for what, a in (("inputs", x), ("outputs", y)):
+        if a.ndim != 2:
+            raise ValueError(f"{where}: {what} must be 2-D [samples, width], got shape {a.shape}")
+        if a.shape[0] == 0 or a.shape[1] == 0:
+            raise ValueError(f"{where}: {what} are empty (shape {a.shape})")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"{where}: inputs have {x.shape[0]} rows but outputs have {y.shape[0]}; every "
+            "sample needs one row in each"
+        )
+    _check_finite("inputs", x, where)
+    _check_finite("outputs", y, where)
+    for what, want, got in (("n_in", n_in, x.shape[1]), ("n_out", n_out, y.shape[1])):
+        if want is not None and want != got:
+            raise ValueError(f"{where}: expected {what}={want} but the data are {got} wide")
+    if domain is not None and levels is not None:
+        raise ValueError("give either domain=(lo, hi) or levels, not both")
+    if levels is not None:
+        dom = Domain(levels=tuple(float(v) for v in levels))
+    elif domain is not None:
+        if len(domain) != 2:
+            raise ValueError(f"domain must be (lo, hi), got {tuple(domain)}")
+        dom = Domain(float(domain[0]), float(domain[1]))
+    else:
+        dom = _infer_domain(x)
+    bad = dom.violations(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64)))
+    if bad.any():
+        r, c = (int(v) for v in bad.nonzero()[0])
+        raise ValueError(
+            f"{where}: inputs[{r}, {c}] = {x[r, c]:.6g} is outside the domain {dom.describe()} "
+            f"({int(bad.sum())} entries); give the right domain or levels"
+        )
+    origin["sha256"] = [_sha256(Path(p)) for p in origin["files"]]
+    origin["domain_inferred"] = domain is None and levels is None
+    spec = {
+        "name": name, "n_in": x.shape[1], "n_out": y.shape[1],
+        "domain": {"lo": dom.lo, "hi": dom.hi, **({"levels": list(dom.levels)} if dom.levels else {})},
+        "output_units": output_units,
+    }
+    return CalibrationRecord(
+        spec=spec,
+        sweep=Section(x, y),
+        device=None,
+        provenance={
+            "source": "import",
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "physnn_version": __version__,
+            "command": command if command is not None else " ".join(sys.argv),
+            "origin": origin,
+        },
+    )
+
