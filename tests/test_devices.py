@@ -537,7 +537,7 @@ def test_non_ideal_device_applies_output_effects_in_order():
     assert y.max() <= 0.8 and torch.allclose(y * 15, (y * 15).round(), atol=1e-9)
     d = dev.describe()
     assert d["kind"] == "sim:optical"
-    assert [e["kind"] for e in d["output_effects"]] == ["saturation", "quantize"]
+    assert [e["kind"] for e in d["outputs"]] == ["saturation", "quantize"]
 
 
 def test_non_ideal_device_output_noise_and_gradient():

@@ -38,12 +38,8 @@ MISMATCH_SEED_OFFSET = 100_003
 
 
 def rebuildable_description(device: Device) -> dict[str, Any]:
-    """``device.describe()`` in the form :func:`make_device` accepts (non-ideality keys)."""
-    d = dict(device.describe())
-    if "input_effects" in d or "output_effects" in d:
-        d["inputs"] = d.pop("input_effects", [])
-        d["outputs"] = d.pop("output_effects", [])
-    return d
+    """``device.describe()``: every device describes itself in the form make_device takes."""
+    return dict(device.describe())
 
 
 def twin_building_cost(twin: Device) -> tuple[int, int]:
