@@ -1,4 +1,5 @@
-"""Command line: ``physnn train``, ``compare``, ``report``, ``presets``, ``device``.
+"""Command line: ``physnn train``, ``compare``, ``continual``, ``report``, ``presets``,
+``device``, ``emulate``, ``calibrate``, ``import``, ``fit``, ``check``.
 
 Each command is a thin layer over the Python API of the same name.
 """
@@ -463,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, TypeError) as e:
+    except (ValueError, FileNotFoundError, TypeError, ConnectionError) as e:  # a lost link too
         print(f"physnn {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
