@@ -47,19 +47,7 @@ def _cmd_report(a: argparse.Namespace) -> int:
 DEFAULT_METHODS_ARG = "phyll,ff,pat,backprop"
 
 
-def _compare_argv(a: argparse.Namespace) -> list[str]:
-    """The command line that reproduces this comparison (recorded in its table)."""
-    argv = ["physnn", "compare", str(a.config), "--methods", a.methods, "--seeds", str(a.seeds)]
-    for flag, value in (("--seed", a.seed), ("--epochs", a.epochs), ("--settings", a.settings)):
-        if value is not None:
-            argv += [flag, str(value)]
-    for item in a.set:
-        argv += ["--set", item]
-    return argv
-
-
 def _cmd_compare(a: argparse.Namespace) -> int:
-    import shlex
 
     import torch
 
@@ -79,26 +67,14 @@ def _cmd_compare(a: argparse.Namespace) -> int:
     comp = compare(
         a.config, methods=methods, seeds=a.seeds, seed=a.seed, out=a.out, settings=a.settings,
         overrides=a.set, epochs=a.epochs, torch_device=a.device, progress=not a.no_progress,
-        overwrite=a.overwrite, command=shlex.join(_compare_argv(a)),
+        overwrite=a.overwrite, command=_command_line(a, ("config",)),
     )
     print(comp.markdown())
     print(f"\ntable, plot and run logs: {Path(a.out) / comp.name}/")
     return 0
 
 
-def _continual_argv(a: argparse.Namespace) -> list[str]:
-    """The command line that reproduces this continual run (recorded in its table)."""
-    argv = ["physnn", "continual", str(a.config), "--methods", a.methods, "--seeds", str(a.seeds)]
-    for flag, value in (("--seed", a.seed), ("--epochs", a.epochs), ("--settings", a.settings)):
-        if value is not None:
-            argv += [flag, str(value)]
-    for item in a.set:
-        argv += ["--set", item]
-    return argv
-
-
 def _cmd_continual(a: argparse.Namespace) -> int:
-    import shlex
 
     import torch
 
@@ -110,7 +86,7 @@ def _cmd_continual(a: argparse.Namespace) -> int:
     summary = continual(
         a.config, methods=arms, seeds=a.seeds, seed=a.seed, out=a.out, settings=a.settings,
         overrides=a.set, epochs=a.epochs, torch_device=a.device, progress=not a.no_progress,
-        overwrite=a.overwrite, command=shlex.join(_continual_argv(a)),
+        overwrite=a.overwrite, command=_command_line(a, ("config",)),
     )
     print(summary.markdown())
     print(f"\ntable, plot and run logs: {Path(a.out) / summary.name}/")
