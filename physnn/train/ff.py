@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from .ledger import LedgerFlopMeter
 from .network import PhysicalNetwork
-from .phyll import PhyLL, PhyLLSettings, overlay_label
+from .phyll import PhyLL, PhyLLSettings
 
 
 def ff_goodness(h: torch.Tensor) -> torch.Tensor:
@@ -53,52 +53,15 @@ class ForwardForward(PhyLL):
         super().__init__(net, settings, gen)
         self.flops = LedgerFlopMeter()
 
-    def _next(self, k: int, h: torch.Tensor) -> torch.Tensor:
-        block = self.net.blocks[k]
-        return block.to_next(length_normalise(h), self.net.blocks[k + 1].device.spec.domain)
+    def block_loss(self, block, f_pos: torch.Tensor, f_neg: torch.Tensor) -> torch.Tensor:
+        return ff_loss(
+            ff_goodness(block.linear(f_pos)), ff_goodness(block.linear(f_neg)), self.s.threshold
+        )
 
-    def train_batch(self, pos: torch.Tensor, neg: torch.Tensor) -> list[float]:
-        blocks = self.net.blocks
-        losses = []
-        for k, (block, opt) in enumerate(zip(blocks, self.optimizers, strict=True)):
-            f_pos, f_neg = block.features(pos), block.features(neg)  # one query per sample
-            with self.flops.count("train"):
-                for _ in range(self.s.inner_steps):
-                    opt.zero_grad(set_to_none=True)
-                    loss = ff_loss(
-                        ff_goodness(block.linear(f_pos)), ff_goodness(block.linear(f_neg)),
-                        self.s.threshold,
-                    )
-                    loss.backward()
-                    opt.step()
-                losses.append(float(loss.detach()))
-                if k + 1 < len(blocks):
-                    with torch.no_grad():
-                        pos = self._next(k, block.linear(f_pos))
-                        neg = self._next(k, block.linear(f_neg))
-        return losses
+    def block_goodness(self, block, h: torch.Tensor) -> torch.Tensor:
+        return ff_goodness(h)
 
-    @torch.no_grad()
-    def scores(self, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-        """Goodness summed over blocks for every candidate label, ``[N, n_classes]``."""
-        c, blocks = self.s.n_classes, self.net.blocks
-        parts = []
-        for start in range(0, x.shape[0], batch_size):
-            xb = x[start : start + batch_size]
-            scores = torch.empty(xb.shape[0], c, device=xb.device)
-            for label in range(c):
-                lab = torch.full((xb.shape[0],), label, dtype=torch.long, device=xb.device)
-                z = overlay_label(xb, lab, c, self.s.label_amplitude, self.s.label_width)
-                for k, block in enumerate(blocks):
-                    f = block.features(z)
-                    with self.flops.count("eval"):
-                        h = block.linear(f)
-                        g = ff_goodness(h)
-                        scores[:, label] = g if k == 0 else scores[:, label] + g
-                        if k + 1 < len(blocks):
-                            z = self._next(k, h)
-            parts.append(scores)
-        return torch.cat(parts)
+    def to_next(self, k: int, h: torch.Tensor) -> torch.Tensor:
+        """Length-normalised: the next block sees only the direction of the activity."""
+        return super().to_next(k, length_normalise(h))
 
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scores(x).argmax(1)

@@ -120,6 +120,22 @@ class PhyLL:
                 totals[k] += losses * idx.numel()
         return [t / n for t in totals]
 
+    # The three pieces a goodness-based local rule defines (FF overrides them).
+    def block_loss(self, block, f_pos: torch.Tensor, f_neg: torch.Tensor) -> torch.Tensor:
+        """The block's local loss on its cached measurements of positives and negatives."""
+        return phyll_loss(
+            goodness(block.linear(f_pos), block.zeta),
+            goodness(block.linear(f_neg), block.zeta),
+            self.s.alpha,
+        )
+
+    def block_goodness(self, block, h: torch.Tensor) -> torch.Tensor:
+        return goodness(h, block.zeta)
+
+    def to_next(self, k: int, h: torch.Tensor) -> torch.Tensor:
+        """Block ``k``'s output as block ``k + 1``'s input."""
+        return self.net.blocks[k].to_next(h, self.net.blocks[k + 1].device.spec.domain)
+
     def train_batch(self, pos: torch.Tensor, neg: torch.Tensor) -> list[float]:
         blocks = self.net.blocks
         losses = []
@@ -128,35 +144,36 @@ class PhyLL:
             with self.flops.count("train"):
                 for _ in range(self.s.inner_steps):
                     opt.zero_grad(set_to_none=True)
-                    loss = phyll_loss(
-                        goodness(block.linear(f_pos), block.zeta),
-                        goodness(block.linear(f_neg), block.zeta),
-                        self.s.alpha,
-                    )
+                    loss = self.block_loss(block, f_pos, f_neg)
                     loss.backward()
                     opt.step()
                 losses.append(float(loss.detach()))
                 if k + 1 < len(blocks):
-                    domain = blocks[k + 1].device.spec.domain
                     with torch.no_grad():
-                        pos = block.to_next(block.linear(f_pos), domain)
-                        neg = block.to_next(block.linear(f_neg), domain)
+                        pos = self.to_next(k, block.linear(f_pos))
+                        neg = self.to_next(k, block.linear(f_neg))
         return losses
 
     @torch.no_grad()
     def scores(self, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
         """Summed goodness over blocks for every candidate label, ``[N, n_classes]``."""
-        c = self.s.n_classes
+        c, blocks = self.s.n_classes, self.net.blocks
         out = torch.empty(x.shape[0], c, device=x.device)
         for start in range(0, x.shape[0], batch_size):
             xb = x[start : start + batch_size]
             for label in range(c):
                 lab = torch.full((xb.shape[0],), label, dtype=torch.long, device=x.device)
-                xl = overlay_label(xb, lab, c, self.s.label_amplitude, self.s.label_width)
-                hs = self.net(xl, self.flops)
-                out[start : start + xb.shape[0], label] = sum(
-                    goodness(h, b.zeta) for h, b in zip(hs, self.net.blocks, strict=True)
-                )
+                z = overlay_label(xb, lab, c, self.s.label_amplitude, self.s.label_width)
+                total = None
+                for k, block in enumerate(blocks):
+                    f = block.features(z)
+                    with self.flops.count("eval"):
+                        h = block.linear(f)
+                        g = self.block_goodness(block, h)
+                        total = g if total is None else total + g
+                        if k + 1 < len(blocks):
+                            z = self.to_next(k, h)
+                out[start : start + xb.shape[0], label] = total
         return out
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
