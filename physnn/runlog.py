@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,45 +17,38 @@ import h5py
 import numpy as np
 import torch
 
+from .atomic import atomic_path
+
 FORMAT_VERSION = 1
 
 
 def write_run(path: str | Path, record: dict[str, Any]) -> None:
     """Write ``record`` (see :func:`read_run` for the keys) atomically to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format_version"] = FORMAT_VERSION
-            for key in ("status", "physnn_version", "name", "seed", "created", "wall_time_s"):
-                if key in record:
-                    f.attrs[key] = record[key]
-            f.attrs["config_json"] = json.dumps(record["config"])
-            f.attrs["devices_json"] = json.dumps(record.get("devices", []))
-            m = f.create_group("metrics")
-            for key, values in record["metrics"].items():
-                m.create_dataset(key, data=np.asarray(values, dtype=np.float64))
-            acc = f.create_group("accounting")
-            for key, values in record.get("accounting", {}).items():
-                g = acc.create_group(key)
-                for k, v in values.items():
-                    g.attrs[k] = v
-            ref = f.create_group("reference")
-            for k, v in record.get("reference", {}).items():
-                ref.attrs[k] = v
-            pred = f.create_group("predictions")
-            for k, v in record.get("predictions", {}).items():
-                pred.create_dataset(k, data=np.asarray(v))
-            if record.get("checkpoint") is not None:
-                buf = io.BytesIO()
-                torch.save(record["checkpoint"], buf)
-                f.create_dataset("checkpoint", data=np.frombuffer(buf.getvalue(), dtype=np.uint8))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["format_version"] = FORMAT_VERSION
+        for key in ("status", "physnn_version", "name", "seed", "created", "wall_time_s"):
+            if key in record:
+                f.attrs[key] = record[key]
+        f.attrs["config_json"] = json.dumps(record["config"])
+        f.attrs["devices_json"] = json.dumps(record.get("devices", []))
+        m = f.create_group("metrics")
+        for key, values in record["metrics"].items():
+            m.create_dataset(key, data=np.asarray(values, dtype=np.float64))
+        acc = f.create_group("accounting")
+        for key, values in record.get("accounting", {}).items():
+            g = acc.create_group(key)
+            for k, v in values.items():
+                g.attrs[k] = v
+        ref = f.create_group("reference")
+        for k, v in record.get("reference", {}).items():
+            ref.attrs[k] = v
+        pred = f.create_group("predictions")
+        for k, v in record.get("predictions", {}).items():
+            pred.create_dataset(k, data=np.asarray(v))
+        if record.get("checkpoint") is not None:
+            buf = io.BytesIO()
+            torch.save(record["checkpoint"], buf)
+            f.create_dataset("checkpoint", data=np.frombuffer(buf.getvalue(), dtype=np.uint8))
 
 
 def read_run(path: str | Path, *, checkpoint: bool = False) -> dict[str, Any]:

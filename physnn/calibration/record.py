@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from ..atomic import atomic_path
 from ..devices.base import Domain
 
 FORMAT = "physnn-calibration"
@@ -199,43 +198,34 @@ def write_record(path: str | Path, rec: CalibrationRecord) -> Path:
     path = Path(path)
     if path.suffix not in (".h5", ".hdf5"):
         raise ValueError(f"a calibration record is an HDF5 file: use a .h5 path, got {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     rec.validate()
     summary = rec.summary() if rec.status == "complete" else None
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["status"] = rec.status
-            f.attrs["spec_json"] = json.dumps(rec.spec)
-            f.attrs["device_json"] = json.dumps(rec.device)
-            f.attrs["provenance_json"] = json.dumps(rec.provenance, default=str)
-            for key in ("created", "physnn_version", "source", "command"):
-                if key in rec.provenance:
-                    f.attrs[key] = str(rec.provenance[key])
-            f.attrs["fingerprint"] = rec.fingerprint()
-            for name, sec in rec.sections().items():
-                g = f.create_group(name)
-                g.create_dataset("inputs", data=sec.inputs)
-                g.create_dataset("outputs", data=sec.outputs)
-                if sec.query_index is not None:
-                    g.create_dataset("query_index", data=sec.query_index)
-                for k, v in sec.extras.items():
-                    g.create_dataset(k, data=v)
-            if summary is not None:
-                s = f.create_group("summary")
-                for k, v in summary.items():
-                    if isinstance(v, np.ndarray):
-                        s.create_dataset(k, data=v)
-                    else:
-                        s.attrs[k] = v
-        os.chmod(tmp, default_file_mode())  # mkstemp makes it private
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["format"] = FORMAT
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["status"] = rec.status
+        f.attrs["spec_json"] = json.dumps(rec.spec)
+        f.attrs["device_json"] = json.dumps(rec.device)
+        f.attrs["provenance_json"] = json.dumps(rec.provenance, default=str)
+        for key in ("created", "physnn_version", "source", "command"):
+            if key in rec.provenance:
+                f.attrs[key] = str(rec.provenance[key])
+        f.attrs["fingerprint"] = rec.fingerprint()
+        for name, sec in rec.sections().items():
+            g = f.create_group(name)
+            g.create_dataset("inputs", data=sec.inputs)
+            g.create_dataset("outputs", data=sec.outputs)
+            if sec.query_index is not None:
+                g.create_dataset("query_index", data=sec.query_index)
+            for k, v in sec.extras.items():
+                g.create_dataset(k, data=v)
+        if summary is not None:
+            s = f.create_group("summary")
+            for k, v in summary.items():
+                if isinstance(v, np.ndarray):
+                    s.create_dataset(k, data=v)
+                else:
+                    s.attrs[k] = v
     rec.path = path
     return path
 
@@ -303,8 +293,3 @@ def read_record(path: str | Path, *, allow_incomplete: bool = False) -> Calibrat
     return rec
 
 
-def default_file_mode() -> int:
-    """The mode a plain ``open()`` would give a new file (0o666 less the umask)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..atomic import atomic_path
 from .factory import KINDS, _load_description, make_device
 from .protocol import (
     MAX_PAYLOAD,
@@ -934,9 +935,7 @@ def emulate(
     stats = emu.stats()
     text = json.dumps(stats, indent=2)
     if stats_file is not None:
-        path = Path(stats_file)
-        tmp = path.with_name(f".{path.name}.part")
-        tmp.write_text(text + "\n")
-        os.replace(tmp, path)
+        with atomic_path(stats_file) as tmp:
+            tmp.write_text(text + "\n")
     echo(text)
     return stats

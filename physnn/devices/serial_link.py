@@ -29,7 +29,6 @@ import logging
 import os
 import re
 import secrets
-import tempfile
 import threading
 import time
 import weakref
@@ -43,6 +42,7 @@ import numpy as np
 import serial
 import torch
 
+from ..atomic import atomic_path
 from .base import Device, DeviceSpec, Domain
 from .protocol import (
     BROADCAST,
@@ -270,14 +270,8 @@ _PORTS = _Registry()
 
 
 def _atomic_write_json(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2))
 
 
 # -- the device -----------------------------------------------------------------------------

@@ -28,9 +28,7 @@ import hashlib
 import io
 import json
 import math
-import os
 import re
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -44,7 +42,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .. import __version__
-from ..calibration.record import default_file_mode
+from ..atomic import atomic_path
 from .base import Device, DeviceSpec, Domain
 from .nonideal import Effect, apply_effects, make_effects
 
@@ -240,15 +238,8 @@ class Twin:
         }
         buf = io.BytesIO()
         torch.save(payload, buf)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(buf.getvalue())
-            os.chmod(tmp, default_file_mode())  # mkstemp makes it private
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(buf.getvalue())
         self.path = path
         return path
 

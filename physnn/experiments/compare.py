@@ -23,8 +23,6 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +31,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from ..atomic import atomic_path
 from .config import apply_overrides, load_config
 from .runner import RunResult, run
 
@@ -82,17 +81,11 @@ def load_settings(source: str | Path | dict | None) -> dict[str, dict[str, dict[
 
 
 def _atomic_write(path: Path, text: str | None = None, fig=None) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         if fig is not None:
             fig.savefig(tmp, dpi=120, format=path.suffix.lstrip("."))
         else:
-            Path(tmp).write_text(text or "")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+            tmp.write_text(text or "")
 
 
 @dataclass
