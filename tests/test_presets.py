@@ -40,3 +40,14 @@ def test_vowel_presets_use_the_paper_settings():
     assert len(m["network"]["hidden"]) == 3
     assert (m["train"]["lr"], m["train"]["epochs"]) == (2.5e-4, 100)
     assert a["train"]["batch_size"] == m["train"]["batch_size"] == 0  # full batch
+
+
+def test_linear_readout_on_a_device_with_input_levels(tmp_path):
+    """The neutral label snaps to the metasurface's levels instead of being refused."""
+    cfg = load_config("vowels-microwave")
+    cfg["train"].update(epochs=1, eval_every=1, eval_train=False, readout="both")
+    r = run(cfg, tmp_path / "run.h5", progress=False)
+    m = r.record["metrics"]
+    assert 0.0 <= m["test_acc_linear"][-1] <= 1.0
+    n_train = load_data(cfg, 0).x_train.shape[0]
+    assert m["readout_fit_queries"][-1] == len(cfg["network"]["hidden"]) * n_train

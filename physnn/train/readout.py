@@ -36,10 +36,16 @@ def neutral_features(
     flops: FlopMeter | None = None,
     batch_size: int = 4096,
 ) -> torch.Tensor:
-    """Concatenated unit-length block outputs for a neutral label, ``[N, sum of widths]``."""
+    """Concatenated unit-length block outputs for a neutral label, ``[N, sum of widths]``.
+
+    The neutral value is projected onto the first device's domain: on a device with input
+    levels (a 2-bit metasurface) ``amplitude / n_classes`` is rarely a level, and the nearest
+    one is still the same for every class.
+    """
+    domain = net.blocks[0].device.spec.domain
     parts = []
     for start in range(0, x.shape[0], batch_size):
-        xb = neutral_label(x[start : start + batch_size], n_classes, amplitude, width)
+        xb = domain.project(neutral_label(x[start : start + batch_size], n_classes, amplitude, width))
         hs = net(xb, flops)
         parts.append(torch.cat([F.normalize(h, dim=1) for h in hs], dim=1))
     return torch.cat(parts)
