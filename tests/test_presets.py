@@ -51,3 +51,31 @@ def test_linear_readout_on_a_device_with_input_levels(tmp_path):
     assert 0.0 <= m["test_acc_linear"][-1] <= 1.0
     n_train = load_data(cfg, 0).x_train.shape[0]
     assert m["readout_fit_queries"][-1] == len(cfg["network"]["hidden"]) * n_train
+
+
+def test_reference_on_the_quantised_inputs_only_for_devices_with_levels(tmp_path):
+    """The 2-bit metasurface sees 4 levels per feature: the runner also says what logistic
+    regression makes of exactly those, next to the unquantised reference."""
+    from physnn.experiments.reference import logistic_regression_accuracy
+    from physnn.experiments.runner import Summary, build_network, map_into_domain
+
+    cfg = load_config("vowels-microwave")
+    cfg["train"].update(epochs=1, eval_every=1, eval_train=False)
+    r = run(cfg, tmp_path / "mw.h5", progress=False)
+    raw = load_data(cfg, 0)
+    net = build_network(cfg, raw.n_features, 0, "cpu")
+    data = map_into_domain(raw, net.blocks[0].device.spec.domain)
+    q_tr, q_te = data.plain_features()
+    assert set(np.unique(q_tr)) <= {0.0, 1.0, 2.0, 3.0}  # the levels, not the scaled features
+    expected = logistic_regression_accuracy(
+        q_tr, data.y_train.numpy(), q_te, data.y_test.numpy(), 0
+    )
+    ref = r.record["reference"]
+    assert ref["logistic_regression_quantised_test_acc"] == pytest.approx(expected)
+    assert "quantised inputs" in Summary("mw", [r]).markdown()
+
+    cfg = load_config("digits-optical")  # a continuous SLM: no second reference
+    cfg["train"].update(epochs=1, eval_every=1, eval_train=False)
+    r = run(cfg, tmp_path / "digits.h5", progress=False)
+    assert "logistic_regression_quantised_test_acc" not in r.record["reference"]
+    assert "quantised inputs" not in Summary("digits", [r]).markdown()

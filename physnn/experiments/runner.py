@@ -156,11 +156,16 @@ def run(
         if progress and sys.stderr.isatty():  # minutes on Fashion-MNIST: say why nothing moves
             tqdm.write(f"{cfg['name']} seed {seed}: fitting the logistic-regression reference "
                        f"on {len(x_tr)} samples x {x_tr.shape[1]} features", file=sys.stderr)
+        y_tr, y_te = data.y_train.cpu().numpy(), data.y_test.cpu().numpy()
         reference = {
-            "logistic_regression_test_acc": logistic_regression_accuracy(
-                x_tr, data.y_train.cpu().numpy(), x_te, data.y_test.cpu().numpy(), seed
-            )
+            "logistic_regression_test_acc": logistic_regression_accuracy(x_tr, y_tr, x_te, y_te, seed)
         }
+        if net.blocks[0].device.spec.domain.levels is not None:
+            # what the device's input levels (2-bit metasurface) leave to any classifier
+            q_tr, q_te = data.plain_features()
+            reference["logistic_regression_quantised_test_acc"] = logistic_regression_accuracy(
+                q_tr, y_tr, q_te, y_te, seed
+            )
 
     devices = [d.describe() for d in net.devices]
     memory = PeakMemory(torch_device).start()  # the ledger's peak memory of this run
@@ -302,6 +307,13 @@ class Summary:
     def reference_acc(self) -> tuple[float, float]:
         return self._stats("reference_acc")
 
+    @property
+    def quantised_reference_acc(self) -> list[float]:
+        """Logistic regression on the device-quantised inputs per seed (empty without levels)."""
+        key = "logistic_regression_quantised_test_acc"
+        out = [float(r.record["reference"][key]) for r in self.results if key in r.record["reference"]]
+        return out if len(out) == len(self.results) else []
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -309,6 +321,11 @@ class Summary:
             "test_acc": [r.test_acc for r in self.results],
             "train_acc": [r.train_acc for r in self.results],
             "logistic_regression_test_acc": [r.reference_acc for r in self.results],
+            **(
+                {"logistic_regression_quantised_test_acc": self.quantised_reference_acc}
+                if self.quantised_reference_acc
+                else {}
+            ),
             "test_acc_mean": self.test_acc[0],
             "test_acc_std": self.test_acc[1],
             "runs": [str(r.path) for r in self.results],
@@ -357,6 +374,12 @@ class Summary:
             f"{len(self.results)} seeds)",
             f"Logistic regression on the same splits: {100 * rmu:.2f} ± {100 * rsd:.2f} %",
         ]
+        if self.quantised_reference_acc:
+            qmu, qsd = _mean_std(self.quantised_reference_acc)
+            lines.append(
+                f"Logistic regression on the device's quantised inputs: {100 * qmu:.2f} ± "
+                f"{100 * qsd:.2f} %"
+            )
         if self.linear_acc:
             lmu, lsd = _mean_std(self.linear_acc)
             lines.append(
