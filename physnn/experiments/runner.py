@@ -161,7 +161,7 @@ def run(
             "logistic_regression_test_acc": logistic_regression_accuracy(x_tr, y_tr, x_te, y_te, seed)
         }
         if net.blocks[0].device.spec.domain.levels is not None:
-            # what the device's input levels (2-bit metasurface) leave to any classifier
+            # what the device's input levels (a 2-bit metasurface) leave to a linear classifier
             q_tr, q_te = data.plain_features()
             reference["logistic_regression_quantised_test_acc"] = logistic_regression_accuracy(
                 q_tr, y_tr, q_te, y_te, seed
