@@ -29,6 +29,7 @@ DEFAULTS: dict[str, Any] = {
         "pat_mismatch": 0.0,
         "digital_j_per_flop": 1e-11,
         "readout": "goodness",
+        "average": 0.0,
     },
     "continual": {  # physnn.experiments.continual: training while the device changes
         "eval_every": 1,
@@ -143,6 +144,11 @@ def validate(cfg: dict[str, Any]) -> None:
         (int(t["inner_steps"]) >= 1, f"train.inner_steps must be >= 1, got {t['inner_steps']}"),
         (float(t["lr"]) > 0, f"train.lr must be > 0, got {t['lr']}"),
         (int(t["batch_size"]) >= 0, f"train.batch_size must be >= 0, got {t['batch_size']}"),
+        (
+            0.0 <= float(t["average"]) < 1.0,
+            "train.average (the per-epoch decay of the weight average used for evaluation) "
+            f"must be in [0, 1), 0 = off; got {t['average']}",
+        ),
         (int(t["eval_every"]) >= 1, f"train.eval_every must be >= 1, got {t['eval_every']}"),
         (
             t["readout"] in READOUTS,

@@ -184,6 +184,11 @@ def run_continual(
     epochs, every = int(cfg["train"]["epochs"]), int(c["eval_every"])
     if every < 1:
         raise ValueError(f"continual.eval_every must be >= 1, got {every}")
+    if float(cfg["train"]["average"]):
+        raise ValueError(
+            "train.average is for 'physnn train' runs: a weight average lags a changing device, "
+            "and continual runs measure the live weights; set train.average = 0"
+        )
     raw = load_data(cfg, seed).to(torch_device)
     net = build_network(cfg, raw.n_features, seed, torch_device)
     data = map_into_domain(raw, net.blocks[0].device.spec.domain)

@@ -6,6 +6,7 @@ import inspect
 import math
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +20,7 @@ from .. import __version__
 from ..data import DATASETS, Dataset
 from ..devices import make_device
 from ..runlog import read_run, write_run
+from ..train.averaging import WeightAverage
 from ..train.ledger import PeakMemory, run_ledger
 from ..train.methods import Trainer
 from ..train.methods import make_trainer as make_method_trainer
@@ -129,6 +131,7 @@ def run(
     net = build_network(cfg, raw.n_features, seed, torch_device)
     data = map_into_domain(raw, net.blocks[0].device.spec.domain)
     trainer = make_trainer(cfg, net, data.n_classes, seed, data.label_width)
+    average = WeightAverage(net, float(t_cfg["average"])) if float(t_cfg["average"]) else None
 
     metrics: dict[str, list] = {k: [] for k in METRICS}
     metrics["loss"] = []
@@ -147,6 +150,8 @@ def run(
         if ck is not None:
             net.load_state_dict_full(ck["network"])
             trainer.load_state_dict(ck["trainer"])
+            if average is not None:
+                average.load_state_dict(ck["average"])
             metrics = {k: list(v) for k, v in ck["metrics"].items()}
             start_epoch, wall_before = ck["epoch"], ck["wall_time_s"]
             reference, created = prev["reference"], prev.get("created", created)
@@ -180,21 +185,25 @@ def run(
     for epoch in bar:
         q0 = _queries(net)
         losses = trainer.train_epoch(data.x_train, data.y_train)
+        if average is not None:
+            average.update()
         q1 = _queries(net)
         final = epoch + 1 == epochs
         train_acc = test_acc = math.nan
         linear = {"test_acc_linear": math.nan, "readout_fit_queries": 0, "eval_queries_linear": 0}
         if final or (epoch + 1) % int(t_cfg["eval_every"]) == 0:
-            if t_cfg["readout"] in ("goodness", "both"):
-                y_pred = trainer.predict(data.x_test)
-                test_acc = (y_pred == data.y_test).float().mean().item()
-                if t_cfg["eval_train"]:
-                    train_acc = (trainer.predict(data.x_train) == data.y_train).float().mean().item()
-            if t_cfg["readout"] in ("linear", "both"):
-                linear = _linear_readout(cfg, net, data, trainer.flops)
-                if t_cfg["readout"] == "linear":
-                    test_acc, y_pred = linear["test_acc_linear"], linear.pop("y_pred")
-                linear.pop("y_pred", None)
+            with average.swapped_in() if average is not None else nullcontext():
+                if t_cfg["readout"] in ("goodness", "both"):
+                    y_pred = trainer.predict(data.x_test)
+                    test_acc = (y_pred == data.y_test).float().mean().item()
+                    if t_cfg["eval_train"]:
+                        y_fit = trainer.predict(data.x_train)
+                        train_acc = (y_fit == data.y_train).float().mean().item()
+                if t_cfg["readout"] in ("linear", "both"):
+                    linear = _linear_readout(cfg, net, data, trainer.flops)
+                    if t_cfg["readout"] == "linear":
+                        test_acc, y_pred = linear["test_acc_linear"], linear.pop("y_pred")
+                    linear.pop("y_pred", None)
             bar.set_postfix(loss=f"{losses[-1]:.4f}", test=f"{test_acc:.3f}")
         if t_cfg["readout"] != "goodness":
             for key, value in linear.items():
@@ -234,6 +243,7 @@ def run(
                 "wall_time_s": time.perf_counter() - t0,
                 "network": net.state_dict_full(),
                 "trainer": trainer.state_dict(),
+                **({} if average is None else {"average": average.state_dict()}),
                 "metrics": metrics,
             },
         }
