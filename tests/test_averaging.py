@@ -55,9 +55,12 @@ def test_decay_outside_the_unit_interval_is_refused(tiny_config):
         apply_overrides(tiny_config, ["train.average=1.5"])
 
 
-def test_the_runner_predicts_with_the_average_and_trains_the_live_weights(tiny_config, tmp_path):
+@pytest.mark.parametrize("method", ["phyll", "backprop"])
+def test_the_runner_predicts_with_the_average_and_trains_the_live_weights(
+    tiny_config, tmp_path, method
+):
     cfg = dict(tiny_config, device={**tiny_config["device"], "camera": []})  # noiseless: re-playable
-    cfg["train"] = {**cfg["train"], "average": 0.7, "epochs": 3, "eval_every": 3}
+    cfg["train"] = {**cfg["train"], "average": 0.7, "epochs": 3, "eval_every": 3, "method": method}
     r = run(cfg, tmp_path / "avg.h5", progress=False)
     ck = read_run(tmp_path / "avg.h5", checkpoint=True)["checkpoint"]
 
@@ -66,7 +69,9 @@ def test_the_runner_predicts_with_the_average_and_trains_the_live_weights(tiny_c
     data = map_into_domain(raw, net.blocks[0].device.spec.domain)
     net.load_state_dict_full(ck["network"])
     trainer = make_trainer(cfg, net, data.n_classes, 0)
-    avg = WeightAverage(net, 0.7)
+    trainer.load_state_dict(ck["trainer"])
+    head = [trainer.readout] if method == "backprop" else []  # its read-out is averaged too
+    avg = WeightAverage(net, 0.7, head)
     avg.load_state_dict(ck["average"])
     assert avg.steps == 3
     live = trainer.predict(data.x_test)
@@ -74,16 +79,30 @@ def test_the_runner_predicts_with_the_average_and_trains_the_live_weights(tiny_c
         averaged = trainer.predict(data.x_test)
     np.testing.assert_array_equal(r.record["predictions"]["test_pred"], averaged.numpy())
     assert not torch.equal(averaged, live)  # so the line above tells them apart
-    assert not torch.equal(avg.averaged()[0], net.blocks[0].linear.weight)  # they differ
     # the live weights are what training continues from: a run without averaging ends on them
     plain = run({**cfg, "train": {**cfg["train"], "average": 0.0}}, tmp_path / "plain.h5",
                 progress=False)
     np.testing.assert_array_equal(plain.record["predictions"]["test_pred"], live.numpy())
 
 
-@pytest.mark.parametrize("stops", [[1], [1, 1]])
-def test_resume_with_an_average_equals_uninterrupted(tiny_config, tmp_path, stops):
-    cfg = dict(tiny_config, train={**tiny_config["train"], "average": 0.8, "eval_every": 1})
+def test_extra_modules_are_averaged_with_the_blocks(tiny_config):
+    net, head = _net(tiny_config), torch.nn.Linear(4, 2)
+    avg = WeightAverage(net, 0.5, [head])
+    with torch.no_grad():
+        head.weight.fill_(1.0)
+    avg.update()
+    with torch.no_grad():
+        head.weight.fill_(3.0)
+    avg.update()
+    with avg.swapped_in():
+        torch.testing.assert_close(head.weight, torch.full_like(head.weight, (0.25 + 1.5) / 0.75))
+    assert torch.all(head.weight == 3.0)
+
+
+@pytest.mark.parametrize(("stops", "method"), [([1], "phyll"), ([1, 1], "phyll"), ([1], "backprop")])
+def test_resume_with_an_average_equals_uninterrupted(tiny_config, tmp_path, stops, method):
+    train = {**tiny_config["train"], "average": 0.8, "eval_every": 1, "method": method}
+    cfg = dict(tiny_config, train=train)
     full = run(cfg, tmp_path / "full.h5", progress=False)
     for n in stops:
         run(cfg, tmp_path / "part.h5", progress=False, stop_after=n)

@@ -9,10 +9,11 @@ the live weights; only predictions use the average. No device is queried to form
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import torch
+from torch import nn
 
 from .network import PhysicalNetwork
 
@@ -22,14 +23,16 @@ class WeightAverage:
 
     The correction divides by ``1 - decay**t``, so after ``t`` epochs the average weighs only
     the weights of those epochs (not the zeros it starts from): ``decay = 0.98`` averages over
-    the last ~50 epochs, however few have run.
+    the last ~50 epochs, however few have run. ``extra``: trainable digital modules outside
+    the blocks (the read-out head of backprop and PAT), averaged with them so they match.
     """
 
-    def __init__(self, net: PhysicalNetwork, decay: float):
+    def __init__(self, net: PhysicalNetwork, decay: float, extra: Iterable[nn.Module] = ()):
         if not 0.0 < decay < 1.0:
             raise ValueError(f"the averaging decay must be in (0, 1), got {decay}")
         self.decay = float(decay)
-        self.params = [p for b in net.blocks for p in b.linear.parameters()]
+        modules = [b.linear for b in net.blocks] + list(extra)
+        self.params = [p for m in modules for p in m.parameters()]
         self.avg = [torch.zeros_like(p, dtype=torch.float64) for p in self.params]
         self.steps = 0
 
