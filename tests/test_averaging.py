@@ -16,6 +16,10 @@ def _net(cfg):
     return build_network(cfg, data.n_features, 0)
 
 
+def _linears(net):
+    return [b.linear for b in net.blocks]
+
+
 def _set(net, value):
     with torch.no_grad():
         for b in net.blocks:
@@ -25,7 +29,7 @@ def _set(net, value):
 
 def test_average_is_bias_corrected(tiny_config):
     net = _net(tiny_config)
-    avg = WeightAverage(net, 0.9)
+    avg = WeightAverage(_linears(net), 0.9)
     _set(net, 2.0)
     avg.update()
     assert all(torch.equal(a, torch.full_like(a, 2.0)) for a in avg.averaged())  # no pull to 0
@@ -38,7 +42,7 @@ def test_average_is_bias_corrected(tiny_config):
 
 def test_swapped_in_restores_the_live_weights_even_after_an_error(tiny_config):
     net = _net(tiny_config)
-    avg = WeightAverage(net, 0.5)
+    avg = WeightAverage(_linears(net), 0.5)
     _set(net, 1.0)
     avg.update()
     _set(net, 3.0)  # live weights the average has not seen yet
@@ -50,7 +54,7 @@ def test_swapped_in_restores_the_live_weights_even_after_an_error(tiny_config):
 
 def test_decay_outside_the_unit_interval_is_refused(tiny_config):
     with pytest.raises(ValueError, match=r"in \(0, 1\)"):
-        WeightAverage(_net(tiny_config), 1.0)
+        WeightAverage(_linears(_net(tiny_config)), 1.0)
     with pytest.raises(ValueError, match=r"train.average .* must be in \[0, 1\)"):
         apply_overrides(tiny_config, ["train.average=1.5"])
 
@@ -70,8 +74,9 @@ def test_the_runner_predicts_with_the_average_and_trains_the_live_weights(
     net.load_state_dict_full(ck["network"])
     trainer = make_trainer(cfg, net, data.n_classes, 0)
     trainer.load_state_dict(ck["trainer"])
-    head = [trainer.readout] if method == "backprop" else []  # its read-out is averaged too
-    avg = WeightAverage(net, 0.7, head)
+    if method == "backprop":  # its read-out head is averaged with the blocks
+        assert trainer.readout in trainer.digital_modules()
+    avg = WeightAverage(trainer.digital_modules(), 0.7)
     avg.load_state_dict(ck["average"])
     assert avg.steps == 3
     live = trainer.predict(data.x_test)
@@ -87,7 +92,7 @@ def test_the_runner_predicts_with_the_average_and_trains_the_live_weights(
 
 def test_extra_modules_are_averaged_with_the_blocks(tiny_config):
     net, head = _net(tiny_config), torch.nn.Linear(4, 2)
-    avg = WeightAverage(net, 0.5, [head])
+    avg = WeightAverage(_linears(net) + [head], 0.5)
     with torch.no_grad():
         head.weight.fill_(1.0)
     avg.update()

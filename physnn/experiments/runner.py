@@ -131,11 +131,8 @@ def run(
     net = build_network(cfg, raw.n_features, seed, torch_device)
     data = map_into_domain(raw, net.blocks[0].device.spec.domain)
     trainer = make_trainer(cfg, net, data.n_classes, seed, data.label_width)
-    average = None
-    if float(t_cfg["average"]):
-        head = getattr(trainer, "readout", None)  # backprop and PAT train a digital read-out too
-        extra = [head] if isinstance(head, torch.nn.Module) else []
-        average = WeightAverage(net, float(t_cfg["average"]), extra)
+    decay = float(t_cfg["average"])
+    average = WeightAverage(trainer.digital_modules(), decay) if decay else None
 
     metrics: dict[str, list] = {k: [] for k in METRICS}
     metrics["loss"] = []

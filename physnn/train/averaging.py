@@ -15,23 +15,21 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from .network import PhysicalNetwork
-
 
 class WeightAverage:
     """``avg <- decay * avg + (1 - decay) * w`` after every epoch, with Adam's bias correction.
 
     The correction divides by ``1 - decay**t``, so after ``t`` epochs the average weighs only
     the weights of those epochs (not the zeros it starts from): ``decay = 0.98`` averages over
-    the last ~50 epochs, however few have run. ``extra``: trainable digital modules outside
-    the blocks (the read-out head of backprop and PAT), averaged with them so they match.
+    the last ~50 epochs, however few have run. ``modules``: every trainable digital module,
+    averaged together so they match (``Trainer.digital_modules()``: the blocks' Linears, plus
+    the read-out head of backprop and PAT).
     """
 
-    def __init__(self, net: PhysicalNetwork, decay: float, extra: Iterable[nn.Module] = ()):
+    def __init__(self, modules: Iterable[nn.Module], decay: float):
         if not 0.0 < decay < 1.0:
             raise ValueError(f"the averaging decay must be in (0, 1), got {decay}")
         self.decay = float(decay)
-        modules = [b.linear for b in net.blocks] + list(extra)
         self.params = [p for m in modules for p in m.parameters()]
         self.avg = [torch.zeros_like(p, dtype=torch.float64) for p in self.params]
         self.steps = 0

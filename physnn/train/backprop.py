@@ -75,8 +75,8 @@ class Backprop:
             self.readout.weight.uniform_(-bound, bound, generator=gen)
             self.readout.bias.uniform_(-bound, bound, generator=gen)
         self.readout.to(net.blocks[-1].linear.weight.device)
-        params = [p for b in net.blocks for p in b.linear.parameters()]
-        self.optimizer = torch.optim.Adam(params + list(self.readout.parameters()), lr=settings.lr)
+        params = [p for m in self.digital_modules() for p in m.parameters()]
+        self.optimizer = torch.optim.Adam(params, lr=settings.lr)
 
     def _check_devices(self, net: PhysicalNetwork) -> None:
         """Every device after the first is differentiated through: it needs a gradient."""
@@ -88,6 +88,9 @@ class Backprop:
                 )
 
     # -- state ---------------------------------------------------------------------------------
+    def digital_modules(self) -> list[nn.Module]:
+        return [b.linear for b in self.net.blocks] + [self.readout]
+
     def state_dict(self) -> dict:
         return {
             "optimizer": self.optimizer.state_dict(),

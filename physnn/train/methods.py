@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import torch
+from torch import nn
 
 from .backprop import Backprop, EndToEndSettings
 from .ff import FFSettings, ForwardForward
@@ -30,6 +31,10 @@ class Trainer(Protocol):
     def train_epoch(self, x: Any, y: torch.Tensor) -> list[float]: ...
 
     def predict(self, x: Any) -> torch.Tensor: ...
+
+    def digital_modules(self) -> list[nn.Module]:
+        """Every trainable digital module (what ``train.average`` averages)."""
+        ...
 
     def state_dict(self) -> dict: ...
 

@@ -90,6 +90,9 @@ class PhyLL:
         self.flops = FlopMeter()
         self.optimizers = [torch.optim.Adam(b.linear.parameters(), lr=settings.lr) for b in net.blocks]
 
+    def digital_modules(self) -> list[torch.nn.Module]:
+        return [b.linear for b in self.net.blocks]
+
     def state_dict(self) -> dict:
         return {
             "optimizers": [o.state_dict() for o in self.optimizers],
