@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from physnn.devices import make_device
-from physnn.devices.protocol import OVERHEAD, Fetch, FetchReply, Load, LoadReply, Run, RunReply
+from physnn.core import make_device
+from physnn.hardware.protocol import OVERHEAD, Fetch, FetchReply, Load, LoadReply, Run, RunReply
 
 DEVICE = "sim:optical"
 

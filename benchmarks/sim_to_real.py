@@ -33,12 +33,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from physnn.calibration import calibrate, is_record, read_record, uniform_inputs
-from physnn.devices.surrogate import Twin, fit_surrogate
 from physnn.experiments import load_config
+from physnn.experiments.runlog import read_run
 from physnn.experiments.runner import build_network, load_data, make_trainer, map_into_domain, run
-from physnn.runlog import read_run
 from physnn.train.phyll import overlay_label
+from physnn.twins import calibrate, is_record, read_record, uniform_inputs
+from physnn.twins.surrogate import Twin, fit_surrogate
 
 TWIN_ARCHS: dict[str, list[dict[str, Any]]] = {
     # square-law camera behind a phase SLM: |T exp(i pi x)|^2 is one hidden layer of squares

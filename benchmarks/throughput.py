@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from physnn.devices import KINDS, make_device
+from physnn.core import KINDS, make_device
 from physnn.experiments import load_config
 from physnn.experiments.runner import build_network, load_data, make_trainer, map_into_domain
 

@@ -1,6 +1,6 @@
 """physnn: train physical neural networks with model-free physical local learning."""
 
-from .devices import Device, DeviceSpec, Domain, make_device
+from ._version import __version__
+from .core import Device, DeviceSpec, Domain, make_device
 
-__version__ = "0.1.0"
 __all__ = ["Device", "DeviceSpec", "Domain", "make_device", "__version__"]

@@ -29,7 +29,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 
 def _cmd_report(a: argparse.Namespace) -> int:
-    from .report import report
+    from .experiments.report import report
 
     paths = []
     for p in a.runs:
@@ -101,7 +101,7 @@ def _cmd_presets(a: argparse.Namespace) -> int:
 
 
 def _cmd_device(a: argparse.Namespace) -> int:
-    from .devices import make_device
+    from .core import make_device
 
     dev = make_device(a.description)
     print(json.dumps({"spec": dev.spec.to_dict(), "description": dev.describe()}, indent=2))
@@ -117,10 +117,17 @@ def _frame_counts(text: str | None) -> tuple[int, ...]:
         raise ValueError(f"expected frame counts like 500 or 500,2000, got {text!r}") from None
 
 
+def _device_or_preset(text: str) -> str | dict:
+    """A preset's ``[device]`` table, or ``text`` itself (a kind or a .toml description)."""
+    from .experiments.config import load_config, presets
+
+    return dict(load_config(text)["device"]) if text in presets() else text
+
+
 def _cmd_emulate(a: argparse.Namespace) -> int:
     import torch
 
-    from .devices.emulator import Faults, emulate
+    from .hardware.emulator import Faults, emulate
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -130,8 +137,8 @@ def _cmd_emulate(a: argparse.Namespace) -> int:
         reset_after=_frame_counts(a.reset_after), reset_s=a.reset_s, seed=a.fault_seed,
     )
     emulate(
-        a.device, socket=a.socket, link=a.link, faults=faults, max_payload=a.max_payload,
-        max_batch=a.max_batch, duration=a.duration, stats_file=a.stats,
+        _device_or_preset(a.device), socket=a.socket, link=a.link, faults=faults,
+        max_payload=a.max_payload, max_batch=a.max_batch, duration=a.duration, stats_file=a.stats,
     )
     return 0
 
@@ -160,7 +167,7 @@ def _device_from(description: str | None, assignments: list[str], record=None):
     from the description stored in ``record``."""
     import tomllib
 
-    from .devices import make_device
+    from .core import make_device
 
     overrides = {}
     for item in assignments:
@@ -181,7 +188,7 @@ def _device_from(description: str | None, assignments: list[str], record=None):
 def _cmd_calibrate(a: argparse.Namespace) -> int:
     import torch
 
-    from .calibration import calibrate, plot_record, summary_text
+    from .twins import calibrate, plot_record, summary_text
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -217,7 +224,7 @@ def _inputs_file(path: str):
 
 
 def _cmd_import(a: argparse.Namespace) -> int:
-    from .calibration import import_measurements, plot_record, summary_text, write_record
+    from .twins import import_measurements, plot_record, summary_text, write_record
 
     rec = import_measurements(
         a.inputs, a.outputs, fmt=a.format,
@@ -238,7 +245,7 @@ def _cmd_import(a: argparse.Namespace) -> int:
 def _cmd_fit(a: argparse.Namespace) -> int:
     import torch
 
-    from .devices.surrogate import fit_surrogate
+    from .twins.surrogate import fit_surrogate
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -254,7 +261,7 @@ def _cmd_fit(a: argparse.Namespace) -> int:
 
 
 def _cmd_check(a: argparse.Namespace) -> int:
-    from .calibration import check, read_record
+    from .twins import check, read_record
 
     rec = read_record(a.against)
     dev = _device_from(a.description, a.set, rec)

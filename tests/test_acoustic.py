@@ -8,7 +8,7 @@ import textwrap
 import pytest
 import torch
 
-from physnn.devices import make_device
+from physnn.core import make_device
 from physnn.sim.acoustic import CFL_LIMIT, AcousticCavity
 
 F64 = torch.float64

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from physnn.atomic import atomic_path, default_file_mode
+from physnn.core.atomic import atomic_path, default_file_mode
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):

@@ -6,8 +6,8 @@ import torch
 
 from physnn.experiments.config import apply_overrides
 from physnn.experiments.continual import run_continual
+from physnn.experiments.runlog import read_run
 from physnn.experiments.runner import build_network, load_data, make_trainer, map_into_domain, run
-from physnn.runlog import read_run
 from physnn.train.averaging import WeightAverage
 
 

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from physnn.calibration import (
+from physnn.cli import main
+from physnn.core import Device, DeviceSpec, Effect, NonIdealDevice, make_device
+from physnn.twins import (
     calibrate,
     check,
     import_measurements,
@@ -20,8 +22,6 @@ from physnn.calibration import (
     read_record,
     write_record,
 )
-from physnn.cli import main
-from physnn.devices import Device, DeviceSpec, Effect, NonIdealDevice, make_device
 
 SMALL = {"kind": "sim:optical", "n_in": 16, "camera_shape": [4, 4]}
 QUICK = {"repeats": 10, "repeat_inputs": 32, "drift_inputs": 16, "drift_checks": 10}

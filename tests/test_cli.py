@@ -4,7 +4,7 @@ import sys
 
 import numpy as np
 
-from physnn.runlog import read_run
+from physnn.experiments.runlog import read_run
 
 
 def physnn(*args, cwd):

@@ -8,7 +8,7 @@ import pytest
 
 from physnn.cli import main
 from physnn.experiments.compare import compare, from_logs, method_config
-from physnn.runlog import read_run
+from physnn.experiments.runlog import read_run
 
 SETTINGS = {"phyll": {"lr": 3e-3}, "backprop": {"batch_size": 128, "lr": 3e-3}}
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from physnn.cli import main
-from physnn.devices.perturbation import perturbable
+from physnn.core.perturbation import perturbable
 from physnn.experiments.config import load_config
 from physnn.experiments.continual import (
     DropMonitor,
@@ -100,7 +100,7 @@ def test_pat_twin_is_stale_unless_tracked(tmp_path):
         raw = load_data(full, 0)
         net = build_network(full, raw.n_features, 0)
         trainer = make_trainer(full, net, raw.n_classes, 0, raw.label_width)
-        from physnn.runlog import read_run
+        from physnn.experiments.runlog import read_run
 
         ck = read_run(run.path, checkpoint=True)["checkpoint"]
         net.load_state_dict_full(ck["network"])

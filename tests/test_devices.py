@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from physnn.devices import (
+from physnn.core import (
     Device,
     DeviceSpec,
     Domain,

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from physnn.devices import make_device
-from physnn.devices.protocol import (
+from physnn.core import make_device
+from physnn.hardware.protocol import (
     REPLY,
     Err,
     ErrorReply,

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from physnn.devices import make_device
-from physnn.devices.base import Domain
+from physnn.core import make_device
+from physnn.core.device import Domain
 from physnn.experiments.config import load_config
+from physnn.experiments.runlog import read_run
 from physnn.experiments.runner import build_network, run
-from physnn.runlog import read_run
 from physnn.train.backprop import EndToEndSettings, to_domain
 from physnn.train.ff import ff_goodness, ff_loss, length_normalise
 from physnn.train.ledger import LedgerFlopMeter, PeakMemory, SampledFlops, ledger

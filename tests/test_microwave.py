@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from physnn.devices import make_device
+from physnn.core import make_device
 from physnn.sim.microwave import MetasurfaceCavity, green_2d, radiation_kernel
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from physnn.devices import make_device
+from physnn.core import make_device
 from physnn.sim.optical import OpticalCavity, haar_unitary
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

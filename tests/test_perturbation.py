@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from physnn.devices import make_device
-from physnn.devices.nonideal import NonIdealDevice
-from physnn.devices.perturbation import advance, parse_perturbations, perturbable
+from physnn.core import make_device
+from physnn.core.effects import NonIdealDevice
+from physnn.core.perturbation import advance, parse_perturbations, perturbable
 
 SMALL_ACOUSTIC = {"kind": "sim:acoustic", "n_in": 4, "grid": [10, 10], "n_microphones": 2,
                   "bins_per_mic": 3, "n_membranes": 2, "n_scatterers": 3, "window_steps": 96,

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from physnn.devices.protocol import (
+from physnn.hardware.protocol import (
     BROADCAST,
     MESSAGES,
     OVERHEAD,

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from physnn.experiments.config import load_config, presets
+from physnn.experiments.runlog import read_run
 from physnn.experiments.runner import run, train
-from physnn.runlog import read_run
 
 
 def _same(a, b):

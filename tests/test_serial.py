@@ -17,9 +17,11 @@ import numpy as np
 import pytest
 import torch
 
-from physnn.devices import make_device
-from physnn.devices.emulator import Board, Emulator, Faults, Lab, served_description
-from physnn.devices.protocol import (
+from physnn.core import make_device
+from physnn.experiments.runlog import read_run
+from physnn.experiments.runner import run
+from physnn.hardware.emulator import Board, Emulator, Faults, Lab, served_description
+from physnn.hardware.protocol import (
     REPLY,
     Fetch,
     FetchReply,
@@ -32,9 +34,7 @@ from physnn.devices.protocol import (
     RunReply,
     crc32,
 )
-from physnn.devices.serial_link import SETTINGS, SerialLinkError
-from physnn.experiments.runner import run
-from physnn.runlog import read_run
+from physnn.hardware.serial_device import SETTINGS, SerialLinkError
 
 OPTICAL = {
     "kind": "sim:optical", "camera_shape": [8, 8],
@@ -130,9 +130,9 @@ def test_the_emulator_refuses_a_description_it_does_not_serve(emu):
     assert ok.spec.n_out == 64
     with pytest.raises(ValueError, match="serves simulated devices"):
         served_description({"kind": "serial", "port": "x"})
-    with pytest.raises(ValueError, match="give a preset"):
+    with pytest.raises(ValueError, match="give a device kind"):
         served_description("no-such-thing")
-    assert served_description("digits-optical")["camera_shape"] == [20, 20]
+    assert served_description("sim:optical") == {"kind": "sim:optical"}
 
 
 def test_wire_trace_stats_file_and_a_description_that_rebuilds_offline(emu, tmp_path):

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from physnn.calibration import calibrate, read_record
 from physnn.cli import main
-from physnn.devices import make_device
-from physnn.devices.surrogate import FitSettings, Surrogate, Twin, fidelity, fit_surrogate
+from physnn.core import make_device
+from physnn.experiments.runlog import read_run
 from physnn.experiments.runner import run
-from physnn.runlog import read_run
+from physnn.twins import calibrate, read_record
+from physnn.twins.surrogate import FitSettings, Surrogate, Twin, fidelity, fit_surrogate
 
 SMALL = {"kind": "sim:optical", "n_in": 8, "camera_shape": [3, 3],
          "outputs": [{"kind": "readout", "sigma": 0.01}]}

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from ..atomic import atomic_path
+from ..core.atomic import atomic_path
 from .config import apply_overrides, load_config
 from .runner import RunResult, run
 
@@ -229,7 +229,7 @@ def from_logs(folder: str | Path, methods: list[str] | tuple[str, ...] | None = 
     to resume old logs as a different config) or to redraw them. Incomplete logs are left
     out and named in the error if a method has no complete run.
     """
-    from ..runlog import read_run
+    from .runlog import read_run
     from .runner import _result
 
     folder = Path(folder)

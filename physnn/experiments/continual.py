@@ -2,7 +2,7 @@
 
 ``continual("perturbation-recovery", methods=["phyll", "pat"], seeds=3)`` trains each arm
 (a learning rule, optionally ``:frozen``) through the perturbation schedule of the config's
-``[device] perturbations`` (see :mod:`physnn.devices.perturbation`). Every epoch is one tick
+``[device] perturbations`` (see :mod:`physnn.core.perturbation`). Every epoch is one tick
 of each device's drift clock:
 
 1. the clock advances (the drift walks; sudden changes due at this tick fire);
@@ -17,7 +17,7 @@ PAT's twin is built from the device description at clock 0 (before any perturbat
 stale twin. ``continual.track_twin = true`` advances the twin with the device instead (an
 oracle that re-fits the twin every epoch; an upper bound for model-based training).
 
-Each (arm, seed) keeps an HDF5 run log (:func:`physnn.runlog.write_run`) with a checkpoint
+Each (arm, seed) keeps an HDF5 run log (:func:`physnn.experiments.runlog.write_run`) with a checkpoint
 every epoch (network, trainer, monitor; the devices' clocks replay the same drift), so
 rerunning the same call resumes. ``OUT/NAME/continual.md|json|png`` hold the recovery
 figures (epochs and device queries to get back within ``recover_points`` of the accuracy
@@ -39,11 +39,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from .. import __version__
-from ..devices.perturbation import advance, perturbable
-from ..runlog import read_run, write_run
+from .._version import __version__
+from ..core.perturbation import advance, perturbable
 from .compare import _atomic_write, load_settings
 from .config import apply_overrides, load_config
+from .runlog import read_run, write_run
 from .runner import (
     _check_torch_device,
     _queries,

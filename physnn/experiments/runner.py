@@ -16,10 +16,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .. import __version__
+from .._version import __version__
+from ..core import make_device
 from ..data import DATASETS, Dataset
-from ..devices import make_device
-from ..runlog import read_run, write_run
 from ..train.averaging import WeightAverage
 from ..train.ledger import PeakMemory, run_ledger
 from ..train.methods import Trainer
@@ -28,6 +27,7 @@ from ..train.network import Block, PhysicalNetwork
 from ..train.readout import LinearReadout, neutral_features
 from .config import apply_overrides, load_config
 from .reference import logistic_regression_accuracy
+from .runlog import read_run, write_run
 
 METRICS = ("epoch", "train_acc", "test_acc", "wall_time_s", "train_queries", "eval_queries")
 

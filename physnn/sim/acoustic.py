@@ -47,9 +47,9 @@ from typing import Any
 
 import torch
 
-from ..devices.base import Device, DeviceSpec, Domain
-from ..devices.nonideal import Effect, apply_effects, make_effects
-from ..devices.perturbation import Perturbable, Sudden
+from ..core.device import Device, DeviceSpec, Domain
+from ..core.effects import Effect, apply_effects, make_effects
+from ..core.perturbation import Perturbable, Sudden
 
 P_REF_SPL = 20e-6
 """Reference pressure (Pa) of the ``db`` read-out (sound pressure level)."""
@@ -203,7 +203,7 @@ class AcousticConfig:
     noise: list[dict[str, Any]] = field(default_factory=list)
     """Output non-idealities, e.g. ``[{"kind": "readout", "sigma": 0.01}]``."""
     perturbations: list[dict[str, Any]] = field(default_factory=list)
-    """Temperature drift and sudden changes (see physnn.devices.perturbation); empty: stable."""
+    """Temperature drift and sudden changes (see physnn.core.perturbation); empty: stable."""
     seed: int = 0
     clip: bool = False
 
@@ -441,7 +441,7 @@ class AcousticCavity(Perturbable, Device):
         self._init_perturbations(cfg.perturbations)
         self._scatterers_now = [list(c) for c in self.scatterer_cells]
 
-    # -- perturbation hooks (see physnn.devices.perturbation) ----------------------------------
+    # -- perturbation hooks (see physnn.core.perturbation) ----------------------------------
     def _perturb_reset(self) -> None:
         self.config = self.base_config
         self._build()

@@ -65,9 +65,9 @@ from typing import Any
 import torch
 from scipy import special
 
-from ..devices.base import Device, DeviceSpec, Domain
-from ..devices.nonideal import Effect, apply_effects, make_effects
-from ..devices.perturbation import Perturbable, Sudden
+from ..core.device import Device, DeviceSpec, Domain
+from ..core.effects import Effect, apply_effects, make_effects
+from ..core.perturbation import Perturbable, Sudden
 
 LEVELS = (0.0, 1.0, 2.0, 3.0)
 """The 4 input levels (2 bits) of every feature."""
@@ -157,7 +157,7 @@ class MicrowaveConfig:
     chunk: int = 50
     """Samples per batched solve (bounds memory: chunk x n_freq x M x M complex numbers)."""
     perturbations: list[dict[str, Any]] = field(default_factory=list)
-    """Resonance drift and sudden changes (see physnn.devices.perturbation); empty: stable."""
+    """Resonance drift and sudden changes (see physnn.core.perturbation); empty: stable."""
     seed: int = 0
     clip: bool = False
 
@@ -341,7 +341,7 @@ class MetasurfaceCavity(Perturbable, Device):
         if self.perturbed:
             self._pristine = (self.positions.clone(), self.res_fixed.clone(), self.ms_spread.clone())
 
-    # -- perturbation hooks (see physnn.devices.perturbation) ----------------------------
+    # -- perturbation hooks (see physnn.core.perturbation) ----------------------------
     def _perturb_reset(self) -> None:
         self.positions = self._pristine[0].clone()
         self._flipped = None

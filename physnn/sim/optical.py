@@ -15,9 +15,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..devices.base import Device, DeviceSpec, Domain
-from ..devices.nonideal import Effect, apply_effects, make_effects
-from ..devices.perturbation import Perturbable, Sudden
+from ..core.device import Device, DeviceSpec, Domain
+from ..core.effects import Effect, apply_effects, make_effects
+from ..core.perturbation import Perturbable, Sudden
 
 
 def haar_unitary(n: int, gen: torch.Generator, dtype=torch.complex128) -> torch.Tensor:
@@ -60,7 +60,7 @@ class OpticalConfig:
     frame_rate_hz: float = 100.0
     power_w: float = 1e-3
     perturbations: list[dict[str, Any]] = field(default_factory=list)
-    """Drift and sudden changes (see physnn.devices.perturbation); empty: a stable cavity."""
+    """Drift and sudden changes (see physnn.core.perturbation); empty: a stable cavity."""
     seed: int = 0
     clip: bool = False
 
@@ -145,7 +145,7 @@ class OpticalCavity(Perturbable, Device):
             self._mixer = haar_unitary(cfg.n_modes, gp)
             self._kappa = torch.randn(cfg.n_modes, generator=gp, dtype=torch.float64)
 
-    # -- perturbation hooks (see physnn.devices.perturbation) ------------------------------
+    # -- perturbation hooks (see physnn.core.perturbation) ------------------------------
     def _perturb_reset(self) -> None:
         self._u_struct = self._u_pristine.clone()
 

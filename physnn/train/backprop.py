@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..devices.base import Domain
+from ..core.device import Domain
 from .ledger import LedgerFlopMeter, SampledFlops
 from .network import PhysicalNetwork
 

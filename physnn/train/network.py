@@ -14,7 +14,7 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from ..devices.base import Device
+from ..core.device import Device
 from .flops import FlopMeter
 
 

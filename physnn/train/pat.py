@@ -28,8 +28,8 @@ from typing import Any
 
 import torch
 
-from ..devices import make_device
-from ..devices.base import Device
+from ..core import make_device
+from ..core.device import Device
 from .backprop import Backprop, EndToEndSettings
 from .network import PhysicalNetwork
 

@@ -1,7 +1,7 @@
 """From raw calibration measurements to the numbers a lab needs: noise floor, SNR, dynamic
 range, saturation and drift, per output channel.
 
-Everything here is a pure function of a :class:`~physnn.calibration.record.CalibrationRecord`,
+Everything here is a pure function of a :class:`~physnn.twins.record.CalibrationRecord`,
 so the summary stored in a record can always be recomputed from its arrays.
 """
 

@@ -158,7 +158,7 @@ def event_generator(seed: int, index: int) -> torch.Generator:
 
 
 class Perturbable:
-    """Mixin for a :class:`~physnn.devices.base.Device` whose physics drifts or changes.
+    """Mixin for a :class:`~physnn.core.device.Device` whose physics drifts or changes.
 
     The substrate implements four hooks: ``_perturb_reset()`` (back to the pristine
     structure), ``_perturb_sudden(event, gen)`` (change the structure, return a short text),

@@ -1,6 +1,6 @@
 """``physnn emulate``: a simulated device served with the serial protocol, faults included.
 
-The emulator lets the real driver (:class:`~physnn.devices.serial_link.SerialDevice`) and a
+The emulator lets the real driver (:class:`~physnn.hardware.serial_device.SerialDevice`) and a
 whole training run use the hardware path without hardware, over a pseudo-terminal (the
 driver opens it like any serial port) or a loopback TCP socket (``socket://HOST:PORT``). It
 is built in three layers, as a lab bench is:
@@ -41,8 +41,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..atomic import atomic_path
-from .factory import KINDS, _load_description, make_device
+from ..core.atomic import atomic_path
+from ..core.registry import KINDS, load_description, make_device
 from .protocol import (
     MAX_PAYLOAD,
     REPLY,
@@ -79,24 +79,20 @@ BOOT_BANNER = b"\r\nphysnn emulator boot\r\n"
 
 
 def served_description(device: str | Path | Mapping[str, Any]) -> dict[str, Any]:
-    """The description to serve: a preset name or experiment config (its ``[device]`` table),
-    a device kind such as ``sim:optical``, a device TOML or a dict."""
+    """The description to serve: a device kind such as ``sim:optical``, a device TOML or a
+    dict (the CLI resolves a preset to its ``[device]`` table before it gets here)."""
     if isinstance(device, Mapping):
         desc = dict(device)
     else:
-        from ..experiments.config import load_config, presets
-
         text = str(device)
-        if text in presets():
-            desc = dict(load_config(text)["device"])
-        else:
-            try:
-                desc = _load_description(text)
-            except ValueError:
-                raise ValueError(
-                    f"cannot serve {text!r}: give a preset ({', '.join(presets())}), a device "
-                    f"kind ({', '.join(k for k in KINDS if k != 'serial')}) or a .toml file"
-                ) from None
+        try:
+            desc = load_description(text)
+        except ValueError:
+            raise ValueError(
+                f"cannot serve {text!r}: give a device kind "
+                f"({', '.join(k for k in KINDS if k != 'serial')}), a .toml file, or (on the "
+                "command line) a preset"
+            ) from None
     kind = desc.get("kind")
     if kind == "serial" or kind not in KINDS:
         allowed = sorted(k for k in KINDS if k != "serial")
@@ -740,7 +736,7 @@ class _SocketLine(_Line):
 class Emulator:
     """Serve ``device`` (see :func:`served_description`) over a pty or a loopback socket.
 
-    ``with Emulator("digits-optical", faults=Faults(corrupt=0.05)) as emu:`` serves from a
+    ``with Emulator("sim:optical", faults=Faults(corrupt=0.05)) as emu:`` serves from a
     background thread; point a serial device at ``emu.address``. ``socket="HOST:PORT"``
     (port 0: any free one) serves TCP instead of a pty; ``link`` puts the pty behind a fixed
     path. ``max_batch`` below the host's batch size splits batches (the noise streams then

@@ -29,8 +29,8 @@ import h5py
 import numpy as np
 import torch
 
-from .. import __version__
-from ..devices.base import Domain
+from .._version import __version__
+from ..core.device import Domain
 from .record import CalibrationRecord, Section, is_record, read_record
 
 FORMATS = ("csv", "npz", "h5")

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from .base import Device
+from .device import Device
 
 
 def _straight_through(y: torch.Tensor, y_measured: torch.Tensor) -> torch.Tensor:

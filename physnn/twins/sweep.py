@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .. import __version__
-from ..devices.base import Device, Domain
+from .._version import __version__
+from ..core.device import Device, Domain
 from .record import CalibrationRecord, Section, write_record
 
 

@@ -1,6 +1,6 @@
 """``serial`` devices: a board behind a serial port (lab hardware or ``physnn emulate``).
 
-:class:`SerialDevice` is a :class:`~physnn.devices.base.Device` like any simulator, so every
+:class:`SerialDevice` is a :class:`~physnn.core.device.Device` like any simulator, so every
 preset, calibration and comparison runs on hardware by changing the device description. The
 board reports its spec in the handshake; the driver checks it against what the network needs.
 
@@ -42,8 +42,8 @@ import numpy as np
 import serial
 import torch
 
-from ..atomic import atomic_path
-from .base import Device, DeviceSpec, Domain
+from ..core.atomic import atomic_path
+from ..core.device import Device, DeviceSpec, Domain
 from .protocol import (
     BROADCAST,
     OVERHEAD,

@@ -41,10 +41,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .. import __version__
-from ..atomic import atomic_path
-from .base import Device, DeviceSpec, Domain
-from .nonideal import Effect, apply_effects, make_effects
+from .._version import __version__
+from ..core.atomic import atomic_path
+from ..core.device import Device, DeviceSpec, Domain
+from ..core.effects import Effect, apply_effects, make_effects
 
 TWIN_FORMAT = "physnn-surrogate"
 TWIN_FORMAT_VERSION = 1
@@ -301,7 +301,7 @@ def fit_surrogate(
 
     ``overrides`` set :class:`FitSettings` fields (``hidden=(128, 128)``, ``epochs=50``...).
     """
-    from ..calibration.record import CalibrationRecord, read_record
+    from .record import CalibrationRecord, read_record
 
     rec = record if isinstance(record, CalibrationRecord) else read_record(record)
     base = settings if isinstance(settings, FitSettings) else FitSettings.from_dict(settings)
@@ -497,8 +497,8 @@ class Surrogate(Device):
 
     @classmethod
     def _from_device(cls, of, params, n_in, seed, calibration, fit, cache, path, progress) -> Twin:
-        from ..calibration.sweep import CalibrationSettings, calibrate
-        from .factory import make_device
+        from ..core.registry import make_device
+        from .sweep import CalibrationSettings, calibrate
 
         desc = {"kind": of} if isinstance(of, str) else dict(of)
         desc.update(params)
@@ -528,7 +528,7 @@ class Surrogate(Device):
 
     @classmethod
     def _from_record(cls, record: Path, fit, cache, path, progress) -> Twin:
-        from ..calibration.importer import import_measurements
+        from .importer import import_measurements
 
         rec = import_measurements(record, command=f"surrogate record={record}")
         fs = FitSettings.from_dict(fit)

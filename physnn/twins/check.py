@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from scipy import stats
 
-from ..devices.base import Device
+from ..core.device import Device
 from .analysis import FALSE_ALARM, noise_from_repeats
 from .record import CalibrationRecord, read_record
 

@@ -19,7 +19,7 @@ def _plot_device(fig, description: dict) -> bool:
     """Rebuild the first block's device from its stored description and let it draw itself."""
     import torch
 
-    from .devices import make_device
+    from ..core import make_device
 
     dev = make_device(description)
     dom = dev.spec.domain

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -213,6 +214,16 @@ class Device:
         y = self._measure(x)
         self._account(x.shape[0], time.perf_counter() - t0)
         return y
+
+    def apply_to_tensors(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Replace every tensor this device keeps (a transmission matrix, a geometry) by
+        ``fn(tensor)`` and drop any cache derived from them.
+
+        What :class:`physnn.nn.PhysicalLayer` calls from ``.to()``, ``.double()``, ``.cuda()``:
+        torch's ``nn.Module._apply`` hands ``fn``. A device without tensors of its own (a
+        serial link) keeps the default, which does nothing; a device still follows each
+        input to its torch device, as the contract says.
+        """
 
     def _account(self, n: int, wall: float) -> None:
         a = self.accounting

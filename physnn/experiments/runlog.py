@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 import torch
 
-from .atomic import atomic_path
+from ..core.atomic import atomic_path
 
 FORMAT_VERSION = 1
 

@@ -20,8 +20,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..atomic import atomic_path
-from ..devices.base import Domain
+from ..core.atomic import atomic_path
+from ..core.device import Domain
 
 FORMAT = "physnn-calibration"
 FORMAT_VERSION = 1
@@ -134,7 +134,7 @@ class CalibrationRecord:
 
     def make_device(self, **overrides: Any):
         """Rebuild the device this record was measured on from its stored description."""
-        from ..devices import make_device
+        from ..core import make_device
 
         if self.device is None:
             raise ValueError(
