@@ -12,17 +12,23 @@ import sys
 from pathlib import Path
 
 
-def _cmd_train(a: argparse.Namespace) -> int:
+def _run_kwargs(a: argparse.Namespace) -> dict:
+    """What train, compare and continual share: seeds, overrides, device, jobs and threads."""
     import torch
 
-    from .experiments.runner import train
-
-    if a.threads:
+    if a.threads and a.jobs == 1:
         torch.set_num_threads(a.threads)
-    summary = train(
-        a.config, out=a.out, seed=a.seed, seeds=a.seeds, epochs=a.epochs, overrides=a.set,
-        torch_device=a.device, progress=not a.no_progress, overwrite=a.overwrite,
+    return dict(
+        seed=a.seed, seeds=a.seeds, epochs=a.epochs, overrides=a.set, out=a.out,
+        torch_device=a.device, progress=not a.no_progress, overwrite=a.overwrite, jobs=a.jobs,
+        threads=a.threads,
     )
+
+
+def _cmd_train(a: argparse.Namespace) -> int:
+    from .experiments.summary import train
+
+    summary = train(a.config, **_run_kwargs(a))
     print(summary.markdown())
     print(f"\nrun logs: {Path(a.out) / summary.name}/  (plots: physnn report RUN.h5)")
     return 0
@@ -48,46 +54,30 @@ DEFAULT_METHODS_ARG = "phyll,ff,pat,backprop"
 
 
 def _cmd_compare(a: argparse.Namespace) -> int:
-
-    import torch
-
     from .experiments.compare import compare, from_logs, write_outputs
 
-    if a.threads:
-        torch.set_num_threads(a.threads)
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     if a.from_logs:  # no training: the table and plot of the logs already in OUT/NAME
         from .experiments.config import load_config
 
-        folder = Path(a.out) / load_config(a.config)["name"]
+        folder = Path(a.out) / load_config(a.config).name
         comp = from_logs(folder, methods if a.methods != DEFAULT_METHODS_ARG else None)
         write_outputs(comp, folder)
         print(comp.markdown())
         return 0
-    comp = compare(
-        a.config, methods=methods, seeds=a.seeds, seed=a.seed, out=a.out, settings=a.settings,
-        overrides=a.set, epochs=a.epochs, torch_device=a.device, progress=not a.no_progress,
-        overwrite=a.overwrite, command=_command_line(a, ("config",)),
-    )
+    comp = compare(a.config, methods=methods, settings=a.settings,
+                   command=_command_line(a, ("config",)), **_run_kwargs(a))
     print(comp.markdown())
     print(f"\ntable, plot and run logs: {Path(a.out) / comp.name}/")
     return 0
 
 
 def _cmd_continual(a: argparse.Namespace) -> int:
-
-    import torch
-
     from .experiments.continual import continual
 
-    if a.threads:
-        torch.set_num_threads(a.threads)
     arms = [m.strip() for m in a.methods.split(",") if m.strip()]
-    summary = continual(
-        a.config, methods=arms, seeds=a.seeds, seed=a.seed, out=a.out, settings=a.settings,
-        overrides=a.set, epochs=a.epochs, torch_device=a.device, progress=not a.no_progress,
-        overwrite=a.overwrite, command=_command_line(a, ("config",)),
-    )
+    summary = continual(a.config, methods=arms, settings=a.settings,
+                        command=_command_line(a, ("config",)), **_run_kwargs(a))
     print(summary.markdown())
     print(f"\ntable, plot and run logs: {Path(a.out) / summary.name}/")
     return 0
@@ -121,7 +111,7 @@ def _device_or_preset(text: str) -> str | dict:
     """A preset's ``[device]`` table, or ``text`` itself (a kind or a .toml description)."""
     from .experiments.config import load_config, presets
 
-    return dict(load_config(text)["device"]) if text in presets() else text
+    return dict(load_config(text).device) if text in presets() else text
 
 
 def _cmd_emulate(a: argparse.Namespace) -> int:
@@ -270,6 +260,27 @@ def _cmd_check(a: argparse.Namespace) -> int:
     return 1 if report.drifted else 0
 
 
+def _add_run_options(p: argparse.ArgumentParser, *, seeds: int, out: str) -> None:
+    """The options of every command that trains (train, compare, continual)."""
+    p.add_argument("config", help="preset name (see 'physnn presets') or path to a .toml config")
+    p.add_argument("--seeds", type=int, default=seeds,
+                   help=f"number of consecutive seeds (default {seeds})")
+    p.add_argument("--seed", type=int, help="first seed (default: the config's seed)")
+    p.add_argument("--epochs", type=int, help="override train.epochs")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.lr=1e-3 --set data.path=DIR (repeatable)",
+    )
+    p.add_argument("--out", default=out, help=f"output folder (default: {out})")
+    p.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs at once, each in its own process (default 1: one after another)")
+    p.add_argument("--threads", type=int,
+                   help="torch CPU threads per run (default: all cores, shared out between --jobs)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="physnn", description="Train physical neural networks with model-free local learning."
@@ -277,19 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a preset or a TOML config (resumes unfinished runs)")
-    t.add_argument("config", help="preset name (see 'physnn presets') or path to a .toml config")
-    t.add_argument("--epochs", type=int, help="override train.epochs")
-    t.add_argument("--seed", type=int, help="first seed (default: the config's seed)")
-    t.add_argument("--seeds", type=int, default=1, help="number of consecutive seeds (default 1)")
-    t.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
-    t.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
-        help="override a config value, e.g. --set train.lr=1e-3 --set data.path=DIR (repeatable)",
-    )
-    t.add_argument("--out", default="runs", help="output folder (default: runs)")
-    t.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
-    t.add_argument("--threads", type=int, help="torch CPU threads")
-    t.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_run_options(t, seeds=1, out="runs")
     t.set_defaults(func=_cmd_train)
 
     r = sub.add_parser("report", help="write PNG plots (learning curves, confusion matrix)")
@@ -300,26 +299,14 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser(
         "compare", help="train several learning rules x seeds; table, plots and every run log"
     )
-    c.add_argument("config", help="preset name (see 'physnn presets') or path to a .toml config")
+    _add_run_options(c, seeds=5, out="runs/compare")
     c.add_argument(
         "--methods", default=DEFAULT_METHODS_ARG,
         help="comma-separated learning rules (default: phyll,ff,pat,backprop)",
     )
-    c.add_argument("--seeds", type=int, default=5, help="seeds per method (default 5)")
-    c.add_argument("--seed", type=int, help="first seed (default: the config's seed)")
-    c.add_argument("--epochs", type=int, help="override train.epochs for every method")
     c.add_argument(
         "--settings", help="TOML of per-method [PRESET.METHOD] train settings (default: built-in)"
     )
-    c.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
-        help="override a config value for every method (repeatable)",
-    )
-    c.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
-    c.add_argument("--out", default="runs/compare", help="output folder (default: runs/compare)")
-    c.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
-    c.add_argument("--threads", type=int, help="torch CPU threads")
-    c.add_argument("--no-progress", action="store_true", help="hide progress bars")
     c.add_argument(
         "--from-logs", action="store_true",
         help="train nothing: rebuild the table and plot from the complete run logs in OUT/NAME",
@@ -328,21 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     cn = sub.add_parser("continual", help="train while the device drifts or changes suddenly; "
                         "accuracy on the current device, drop monitor, recovery figures and plot")
-    cn.add_argument("config", help="preset name (e.g. perturbation-recovery) or a .toml config")
+    _add_run_options(cn, seeds=1, out="runs/continual")
     cn.add_argument("--methods", default="phyll,pat",
                     help="comma-separated arms: learning rules, METHOD:frozen for a network that "
                     "stops training at the first perturbation (default: phyll,pat)")
-    cn.add_argument("--seeds", type=int, default=1, help="seeds per arm (default 1)")
-    cn.add_argument("--seed", type=int, help="first seed (default: the config's seed)")
-    cn.add_argument("--epochs", type=int, help="override train.epochs (= device clock ticks)")
     cn.add_argument("--settings", help="TOML of per-method [PRESET.METHOD] train settings")
-    cn.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a config value, e.g. --set continual.track_twin=true")
-    cn.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
-    cn.add_argument("--out", default="runs/continual", help="output folder (default runs/continual)")
-    cn.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
-    cn.add_argument("--threads", type=int, help="torch CPU threads")
-    cn.add_argument("--no-progress", action="store_true", help="hide progress bars")
     cn.set_defaults(func=_cmd_continual)
 
     ps = sub.add_parser("presets", help="list the built-in presets")

@@ -7,6 +7,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 def default_file_mode() -> int:
@@ -35,3 +36,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def save_figure_atomic(path: str | Path, fig: Any, dpi: int = 120) -> None:
+    """Save a matplotlib Figure to ``path`` (format from the suffix) whole or not at all."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip("."))

@@ -29,11 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
-from ..core.atomic import atomic_path
-from .config import apply_overrides, load_config
-from .runner import RunResult, run
+from ..core.atomic import save_figure_atomic, write_text_atomic
+from .config import ConfigSource, ExperimentConfig, apply_overrides, load_config
+from .jobs import Job, run_jobs
+from .runlog import read_run
+from .runner import RunResult, check_torch_device, run, run_result
 
 DEFAULT_METHODS = ("phyll", "ff", "pat", "backprop")
 
@@ -80,14 +81,6 @@ def load_settings(source: str | Path | dict | None) -> dict[str, dict[str, dict[
         raise FileNotFoundError(f"compare settings file {path} does not exist")
     with path.open("rb") as f:
         return tomllib.load(f)
-
-
-def _atomic_write(path: Path, text: str | None = None, fig=None) -> None:
-    with atomic_path(path) as tmp:
-        if fig is not None:
-            fig.savefig(tmp, dpi=120, format=path.suffix.lstrip("."))
-        else:
-            tmp.write_text(text or "")
 
 
 @dataclass
@@ -229,8 +222,6 @@ def from_logs(folder: str | Path, methods: list[str] | tuple[str, ...] | None = 
     to resume old logs as a different config) or to redraw them. Incomplete logs are left
     out and named in the error if a method has no complete run.
     """
-    from .runlog import read_run
-    from .runner import _result
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -248,12 +239,12 @@ def from_logs(folder: str | Path, methods: list[str] | tuple[str, ...] | None = 
             raise ValueError(f"no complete run log of method {m!r} in {folder / m}")
         train = done[0][1]["config"]["train"]
         try:
-            preset = load_config(done[0][1]["config"]["name"])["train"]
+            preset = load_config(done[0][1]["config"]["name"]).to_dict()["train"]
         except ValueError:
             preset = {}
         chosen = {k: v for k, v in train.items() if k != "method" and preset.get(k, v) != v}
         j_per_flop = float(train.get("digital_j_per_flop", j_per_flop))
-        out.append(MethodResult(m, chosen, [_result(p, r) for p, r in done]))
+        out.append(MethodResult(m, chosen, [run_result(p, r) for p, r in done]))
         name = done[0][1]["config"]["name"]
     return Comparison(name, out, command=f"physnn compare --from-logs {folder}",
                       j_per_flop=j_per_flop)
@@ -261,31 +252,29 @@ def from_logs(folder: str | Path, methods: list[str] | tuple[str, ...] | None = 
 
 def write_outputs(comp: Comparison, folder: Path) -> None:
     """``compare.md``, ``.csv``, ``.json`` and ``.png`` in ``folder``, each written atomically."""
-    _atomic_write(folder / "compare.md", comp.markdown() + "\n")
-    _atomic_write(folder / "compare.csv", comp.csv())
-    _atomic_write(folder / "compare.json", json.dumps(comp.as_dict(), indent=2) + "\n")
-    _atomic_write(folder / "compare.png", fig=comp.figure())
+    write_text_atomic(folder / "compare.md", comp.markdown() + "\n")
+    write_text_atomic(folder / "compare.csv", comp.csv())
+    write_text_atomic(folder / "compare.json", json.dumps(comp.as_dict(), indent=2) + "\n")
+    save_figure_atomic(folder / "compare.png", comp.figure())
 
 
 def method_config(
-    base: dict[str, Any], method: str, settings: dict[str, Any]
-) -> tuple[dict[str, Any], dict[str, Any]]:
+    base: ExperimentConfig, method: str, settings: dict[str, Any]
+) -> tuple[ExperimentConfig, dict[str, Any]]:
     """``base`` with ``train.method = method`` and the method's ``[train]`` settings."""
-    cfg = copy.deepcopy(base)
-    cfg["train"]["method"] = method
     chosen = dict(settings.get(method, {}))
-    unknown = sorted(set(chosen) - set(cfg["train"]))
+    allowed = ExperimentConfig().to_dict()["train"]
+    unknown = sorted(set(chosen) - set(allowed))
     if unknown:
         raise ValueError(
             f"compare settings for {method!r} set unknown [train] key(s) {unknown}; "
-            f"allowed: {sorted(cfg['train'])}"
+            f"allowed: {sorted(allowed)}"
         )
-    cfg["train"].update(copy.deepcopy(chosen))
-    return load_config(cfg), chosen
+    return base.merged({"train": {"method": method, **copy.deepcopy(chosen)}}), chosen
 
 
 def compare(
-    source: str | Path | dict[str, Any],
+    source: ConfigSource,
     *,
     methods: list[str] | tuple[str, ...] = DEFAULT_METHODS,
     seeds: int = 5,
@@ -298,12 +287,14 @@ def compare(
     progress: bool = True,
     overwrite: bool = False,
     command: str = "",
+    jobs: int = 1,
+    threads: int | None = None,
 ) -> Comparison:
     """Train ``seeds`` seeds of every method on a preset or config; what ``physnn compare`` runs.
 
     ``overrides`` (``section.key=value``) apply to every method, after the per-method
     ``settings``; ``epochs`` overrides ``train.epochs`` for all. Seeds run
-    ``seed .. seed + seeds - 1`` (default: the config's seed).
+    ``seed .. seed + seeds - 1`` (default: the config's seed); ``jobs`` runs at once.
     """
     from ..train.methods import METHODS
 
@@ -315,36 +306,34 @@ def compare(
         raise ValueError(f"methods listed twice: {methods}")
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
+    check_torch_device(torch_device)
     base = load_config(source)
-    table = load_settings(settings).get(base["name"], {})
-    first = int(base["seed"] if seed is None else seed)
-    folder = Path(out) / base["name"]
-    folder.mkdir(parents=True, exist_ok=True)
-    out_methods = []
-    jobs = [(m, s) for m in methods for s in range(first, first + seeds)]
-    bar = tqdm(jobs, desc=f"compare {base['name']}", unit="run", disable=None if progress else True)
-    cfgs = {}
+    table = load_settings(settings).get(base.name, {})
+    first = base.seed if seed is None else int(seed)
+    folder = Path(out) / base.name
+    results, runs = [], []
     for m in methods:
         cfg, chosen = method_config(base, m, table)
         cfg = apply_overrides(cfg, list(overrides or []))
         if epochs is not None:
-            cfg["train"]["epochs"] = int(epochs)
-        cfgs[m] = cfg
+            cfg = cfg.merged({"train": {"epochs": epochs}})
         for o in overrides or []:
             chosen[o.partition("=")[0].strip()] = o.partition("=")[2]
         if epochs is not None:
             chosen["epochs"] = int(epochs)
-        out_methods.append(MethodResult(m, chosen))
-    by_name = {mr.method: mr for mr in out_methods}
-    for m, s in bar:
-        bar.set_postfix(method=m, seed=s)
-        by_name[m].results.append(
-            run(cfgs[m], folder / m / f"seed{s}.h5", seed=s, torch_device=torch_device,
-                progress=progress, overwrite=overwrite)
-        )
-    comp = Comparison(
-        base["name"], out_methods, command=command,
-        j_per_flop=float(base["train"]["digital_j_per_flop"]),
-    )
+        results.append(MethodResult(m, chosen))
+        runs += [
+            Job(f"{base.name} {m} seed {s}", run, dict(
+                config=cfg, out=folder / m / f"seed{s}.h5", seed=s, torch_device=torch_device,
+                progress=progress and jobs == 1, overwrite=overwrite,
+            ))
+            for s in range(first, first + seeds)
+        ]
+    done = iter(run_jobs(runs, n_jobs=jobs, threads=threads, progress=progress,
+                         desc=f"compare {base.name}"))
+    for mr in results:
+        mr.results = [next(done) for _ in range(seeds)]
+    comp = Comparison(base.name, results, command=command, j_per_flop=base.train.digital_j_per_flop)
+    folder.mkdir(parents=True, exist_ok=True)
     write_outputs(comp, folder)
     return comp

@@ -30,28 +30,21 @@ import copy
 import json
 import logging
 import math
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
-from .._version import __version__
+from ..core.atomic import save_figure_atomic, write_text_atomic
 from ..core.perturbation import advance, perturbable
-from .compare import _atomic_write, load_settings
-from .config import apply_overrides, load_config
-from .runlog import read_run, write_run
-from .runner import (
-    _check_torch_device,
-    _queries,
-    build_network,
-    load_data,
-    make_trainer,
-    map_into_domain,
-)
+from ..train.methods import make_trainer
+from .compare import load_settings
+from .config import ConfigSource, ExperimentConfig, apply_overrides, load_config
+from .jobs import Job, run_jobs
+from .loop import run_epochs
+from .runner import build_network, check_torch_device, device_queries, load_data, map_into_domain
 
 log = logging.getLogger("physnn.continual")
 
@@ -155,8 +148,102 @@ class ArmRun:
         return {k: np.asarray(v, dtype=float) for k, v in self.record["metrics"].items()}
 
 
+class ContinualSession:
+    """One arm and seed of ``physnn continual`` as the epoch loop drives it (see :mod:`.loop`)."""
+
+    def __init__(self, cfg: ExperimentConfig, arm: str, torch_device: str):
+        _, self.frozen = parse_arm(arm)
+        self.cfg, self.arm, c, seed = cfg, arm, cfg.continual, cfg.seed
+        raw = load_data(cfg, seed).to(torch_device)
+        self.net = build_network(cfg, raw.n_features, seed, torch_device)
+        self.data = map_into_domain(raw, self.net.blocks[0].device.spec.domain)
+        self.trainer = make_trainer(cfg.train, self.net, self.data.n_classes, seed,
+                                    self.data.label_width)
+        self.monitor = DropMonitor(c.monitor_window, c.drop_points, c.recover_points,
+                                   label=f"{cfg.name} {arm} seed {seed}")
+        first_change = onset(self.net)
+        epochs = cfg.train.epochs
+        self.freeze_at = c.freeze_at or (first_change - 1 if first_change else epochs)
+        self.twins = list(getattr(self.trainer, "twin_devices", [])) if c.track_twin else []
+        self.metrics: dict[str, list[Any]] = {k: [] for k in METRICS}
+        self.metrics.update({f"temperature_block{k}": [] for k in range(len(self.net.blocks))})
+        self.events: list[list[dict[str, Any]]] = [[] for _ in self.net.blocks]
+        self.clock: Callable[[], float] = lambda: 0.0
+
+    def begin(self, resumed: dict[str, Any] | None, clock: Callable[[], float]) -> None:
+        self.clock = clock
+
+    def _evaluate(self) -> float:
+        return (self.trainer.predict(self.data.x_test) == self.data.y_test).float().mean().item()
+
+    def _tick(self) -> list[dict[str, Any]]:
+        """Advance every device's drift clock (and a tracked twin's) one epoch."""
+        fired = []
+        for k, d in enumerate(self.net.devices):
+            for ev in advance(d, 1):
+                self.events[k].append(ev)
+                fired.append(ev)
+        for t in self.twins:
+            advance(t, 1)
+        return fired
+
+    def epoch(self, epoch: int) -> dict[str, str]:
+        e, net, cfg = epoch + 1, self.net, self.cfg
+        fired = self._tick()
+        q0 = device_queries(net)
+        acc_event = self._evaluate() if fired else math.nan
+        q1 = device_queries(net)
+        train = not (self.frozen and e > self.freeze_at)
+        data = self.data
+        loss = float(np.mean(self.trainer.train_epoch(data.x_train, data.y_train))) if train \
+            else math.nan
+        q2 = device_queries(net)
+        due = e % cfg.continual.eval_every == 0 or e == cfg.train.epochs or fired
+        acc = self._evaluate() if due else math.nan
+        alarm, recovered = self.monitor.update(e, acc)
+        row = (e, acc, acc_event, loss, float(train), q2 - q1, (q1 - q0) + (device_queries(net) - q2),
+               float(len(fired)), float(alarm), float(recovered), self.clock())
+        for key, value in zip(METRICS, row, strict=True):
+            self.metrics[key].append(value)
+        for k, d in enumerate(net.devices):
+            p = perturbable(d)
+            self.metrics[f"temperature_block{k}"].append(p.temperature if p is not None else math.nan)
+        return {} if math.isnan(acc) else {"test": f"{acc:.3f}"}
+
+    def record(self) -> dict[str, Any]:
+        net = self.net
+        return {
+            "devices": [d.describe() for d in net.devices],
+            "metrics": self.metrics,
+            "accounting": {
+                **{f"block{k}": d.accounting.as_dict() for k, d in enumerate(net.devices)},
+                "continual": {
+                    "arm": self.arm, "frozen_after_epoch": self.freeze_at if self.frozen else -1,
+                    "events_json": json.dumps(self.events),
+                    "alarms_json": json.dumps(self.monitor.alarms),
+                },
+            },
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "network": self.net.state_dict_full(), "trainer": self.trainer.state_dict(),
+            "monitor": self.monitor.state_dict(), "metrics": self.metrics, "events": self.events,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict_full(state["network"])
+        self.trainer.load_state_dict(state["trainer"])
+        self.monitor.load_state_dict(state["monitor"])
+        self.metrics = {k: list(v) for k, v in state["metrics"].items()}
+        self.events = state["events"]
+
+    def end(self) -> None:
+        pass
+
+
 def run_continual(
-    config: str | Path | dict[str, Any],
+    config: ConfigSource,
     out: str | Path,
     *,
     arm: str = "phyll",
@@ -171,113 +258,24 @@ def run_continual(
     Resumes an unfinished log of the same config; ``stop_after`` ends after that many epochs
     (as an interruption would).
     """
-    method, frozen = parse_arm(arm)
+    method, _ = parse_arm(arm)
     cfg = load_config(config)
-    cfg["train"]["method"] = method
-    seed = int(cfg["seed"] if seed is None else seed)
-    cfg["seed"] = seed
-    c = cfg["continual"]
-    _check_torch_device(torch_device)
-    out = Path(out)
-    if overwrite:
-        out.unlink(missing_ok=True)
-    epochs, every = int(cfg["train"]["epochs"]), int(c["eval_every"])
-    if every < 1:
-        raise ValueError(f"continual.eval_every must be >= 1, got {every}")
-    if float(cfg["train"]["average"]):
+    cfg.train.method = method
+    cfg.seed = int(cfg.seed if seed is None else seed)
+    cfg = load_config(cfg)
+    check_torch_device(torch_device)
+    if cfg.train.average:
         raise ValueError(
             "train.average is for 'physnn train' runs: a weight average lags a changing device, "
             "and continual runs measure the live weights; set train.average = 0"
         )
-    raw = load_data(cfg, seed).to(torch_device)
-    net = build_network(cfg, raw.n_features, seed, torch_device)
-    data = map_into_domain(raw, net.blocks[0].device.spec.domain)
-    trainer = make_trainer(cfg, net, data.n_classes, seed, data.label_width)
-    monitor = DropMonitor(int(c["monitor_window"]), float(c["drop_points"]),
-                          float(c["recover_points"]), label=f"{cfg['name']} {arm} seed {seed}")
-    first_change = onset(net)
-    freeze_at = int(c["freeze_at"]) or (first_change - 1 if first_change else epochs)
-    twins = list(getattr(trainer, "twin_devices", [])) if c["track_twin"] else []
-
-    metrics: dict[str, list] = {k: [] for k in METRICS}
-    metrics.update({f"temperature_block{k}": [] for k in range(len(net.blocks))})
-    events: list[list[dict]] = [[] for _ in net.blocks]
-    start, wall_before = 0, 0.0
-    created = datetime.now(UTC).isoformat(timespec="seconds")
-    if out.exists() and not overwrite:
-        prev = read_run(out, checkpoint=True)
-        if prev["config"] != cfg:
-            raise ValueError(f"{out} holds a run of a different config; use another out or overwrite")
-        ck = prev.get("checkpoint")
-        if prev.get("status") == "complete":
-            return ArmRun(arm, seed, out, prev)
-        if ck is not None:
-            net.load_state_dict_full(ck["network"])
-            trainer.load_state_dict(ck["trainer"])
-            monitor.load_state_dict(ck["monitor"])
-            metrics = {k: list(v) for k, v in ck["metrics"].items()}
-            events, start, wall_before = ck["events"], ck["epoch"], ck["wall_time_s"]
-            created = prev.get("created", created)
-
-    def evaluate() -> float:
-        return (trainer.predict(data.x_test) == data.y_test).float().mean().item()
-
-    t0 = time.perf_counter() - wall_before
-    last = epochs if stop_after is None else min(epochs, start + stop_after)
-    bar = tqdm(range(start, last), total=epochs, initial=start, disable=None if progress else True,
-               desc=f"{cfg['name']} {arm} seed {seed}", unit="epoch", leave=False)
-    for epoch in bar:
-        e = epoch + 1
-        fired = []
-        for k, d in enumerate(net.devices):
-            for ev in advance(d, 1):
-                events[k].append(ev)
-                fired.append(ev)
-        for t in twins:
-            advance(t, 1)
-        q0 = _queries(net)
-        acc_event = evaluate() if fired else math.nan
-        q1 = _queries(net)
-        train = not (frozen and e > freeze_at)
-        loss = float(np.mean(trainer.train_epoch(data.x_train, data.y_train))) if train else math.nan
-        q2 = _queries(net)
-        acc = evaluate() if (e % every == 0 or e == epochs or fired) else math.nan
-        alarm, recovered = monitor.update(e, acc)
-        row = (e, acc, acc_event, loss, float(train), q2 - q1, (q1 - q0) + (_queries(net) - q2),
-               float(len(fired)), float(alarm), float(recovered), time.perf_counter() - t0)
-        for key, value in zip(METRICS, row, strict=True):
-            metrics[key].append(value)
-        for k, d in enumerate(net.devices):
-            p = perturbable(d)
-            metrics[f"temperature_block{k}"].append(p.temperature if p is not None else math.nan)
-        if not math.isnan(acc):
-            bar.set_postfix(test=f"{acc:.3f}")
-        record = {
-            "status": "complete" if e == epochs else "running",
-            "physnn_version": __version__,
-            "name": cfg["name"],
-            "seed": seed,
-            "created": created,
-            "wall_time_s": time.perf_counter() - t0,
-            "config": cfg,
-            "devices": [d.describe() for d in net.devices],
-            "metrics": metrics,
-            "accounting": {
-                **{f"block{k}": d.accounting.as_dict() for k, d in enumerate(net.devices)},
-                "continual": {
-                    "arm": arm, "frozen_after_epoch": freeze_at if frozen else -1,
-                    "events_json": json.dumps(events), "alarms_json": json.dumps(monitor.alarms),
-                },
-            },
-            "checkpoint": {
-                "epoch": e, "wall_time_s": time.perf_counter() - t0,
-                "network": net.state_dict_full(), "trainer": trainer.state_dict(),
-                "monitor": monitor.state_dict(), "metrics": metrics, "events": events,
-            },
-        }
-        write_run(out, record)
-    bar.close()
-    return ArmRun(arm, seed, out, read_run(out))
+    session = ContinualSession(cfg, arm, torch_device)
+    record = run_epochs(
+        session, out, config=cfg.to_dict(), name=cfg.name, seed=cfg.seed, epochs=cfg.train.epochs,
+        desc=f"{cfg.name} {arm} seed {cfg.seed}", progress=progress, overwrite=overwrite,
+        stop_after=stop_after,
+    )
+    return ArmRun(arm, cfg.seed, Path(out), record)
 
 
 # -- the figures a user asks for ----------------------------------------------------------------
@@ -328,14 +326,14 @@ def recovery(run: ArmRun, window: int, recover_points: float, tail_fraction: flo
 @dataclass
 class ContinualSummary:
     name: str
-    config: dict[str, Any]
+    config: ExperimentConfig
     runs: list[ArmRun] = field(default_factory=list)
     command: str = ""
 
     def rows(self) -> list[dict[str, Any]]:
-        c = self.config["continual"]
-        return [recovery(r, int(c["monitor_window"]), float(c["recover_points"]),
-                         float(c["tail_fraction"])) for r in self.runs]
+        """The recovery figures of every run (see :func:`recovery`)."""
+        c = self.config.continual
+        return [recovery(r, c.monitor_window, c.recover_points, c.tail_fraction) for r in self.runs]
 
     def arms(self) -> list[str]:
         return list(dict.fromkeys(r.arm for r in self.runs))
@@ -357,7 +355,7 @@ class ContinualSummary:
         return out
 
     def markdown(self) -> str:
-        c = self.config["continual"]
+        c = self.config.continual
 
         def fmt(t, key, scale=100.0, digits=1):
             if key not in t:
@@ -369,10 +367,10 @@ class ContinualSummary:
         if self.command:
             lines += [f"command: `{self.command}`", ""]
         lines += [
-            f"Recovered = back within {c['recover_points']:g} points of the mean accuracy of the "
-            f"last {c['monitor_window']} evaluations before the perturbation (mean ± std over "
+            f"Recovered = back within {c.recover_points:g} points of the mean accuracy of the "
+            f"last {c.monitor_window} evaluations before the perturbation (mean ± std over "
             f"seeds; epochs/queries over recovered seeds only). Tail = mean test accuracy over "
-            f"the last {100 * float(c['tail_fraction']):g} % of the epochs after the onset.",
+            f"the last {100 * c.tail_fraction:g} % of the epochs after the onset.",
             "",
             "| arm | seeds | before (%) | right after (%) | drop (points) | recovered | epochs to "
             "recover | train queries to recover | tail (%) | final (%) |",
@@ -438,7 +436,7 @@ class ContinualSummary:
         ax_t.legend(fontsize="x-small", ncol=2)
         ax_t.grid(alpha=0.3)
         fig.tight_layout()
-        _atomic_write(path, fig=fig)
+        save_figure_atomic(path, fig)
         return path
 
     def as_dict(self) -> dict[str, Any]:
@@ -447,7 +445,7 @@ class ContinualSummary:
 
 
 def continual(
-    source: str | Path | dict[str, Any],
+    source: ConfigSource,
     *,
     methods: list[str] | None = None,
     seeds: int = 1,
@@ -460,38 +458,40 @@ def continual(
     progress: bool = True,
     overwrite: bool = False,
     command: str = "",
+    jobs: int = 1,
+    threads: int | None = None,
 ) -> ContinualSummary:
     """Run every arm x seed of a config through its perturbation schedule; what
     ``physnn continual`` runs. Arms are learning rules, ``METHOD:frozen`` for a network that
     stops training at the onset. Writes ``OUT/NAME/ARM/seed<S>.h5`` and
-    ``OUT/NAME/continual.{md,json,png}``; rerunning resumes."""
-    cfg = apply_overrides(load_config(source), list(overrides or []))
+    ``OUT/NAME/continual.{md,json,png}``; rerunning resumes. ``jobs``: runs at once."""
+    cfg = apply_overrides(source, list(overrides or []))
     if epochs is not None:
-        cfg["train"]["epochs"] = int(epochs)
-        load_config(cfg)
+        cfg = cfg.merged({"train": {"epochs": epochs}})
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
     arms = list(methods or ["phyll", "pat"])
     if not arms:
         raise ValueError("give at least one arm, e.g. phyll,pat,phyll:frozen")
-    table = SETTINGS if settings is None else load_settings(settings)
-    per_method = table.get(cfg["name"], {})
-    first = int(cfg["seed"] if seed is None else seed)
-    folder = Path(out) / cfg["name"]
-    summary = ContinualSummary(cfg["name"], cfg, command=command)
+    check_torch_device(torch_device)
+    per_method = (SETTINGS if settings is None else load_settings(settings)).get(cfg.name, {})
+    first = cfg.seed if seed is None else int(seed)
+    folder = Path(out) / cfg.name
+    runs = []
     for arm in arms:
         method, _ = parse_arm(arm)
-        arm_cfg = copy.deepcopy(cfg)
-        arm_cfg["train"]["method"] = method
-        arm_cfg["train"].update(per_method.get(method, {}))
-        load_config(arm_cfg)  # validates the method and its settings
-        for s in range(first, first + seeds):
-            summary.runs.append(run_continual(
-                arm_cfg, folder / arm.replace(":", "-") / f"seed{s}.h5", arm=arm, seed=s,
-                torch_device=torch_device, progress=progress, overwrite=overwrite,
+        arm_cfg = cfg.merged({"train": {"method": method, **per_method.get(method, {})}})
+        runs += [
+            Job(f"{cfg.name} {arm} seed {s}", run_continual, dict(
+                config=arm_cfg, out=folder / arm.replace(":", "-") / f"seed{s}.h5", arm=arm,
+                seed=s, torch_device=torch_device, progress=progress and jobs == 1,
+                overwrite=overwrite,
             ))
-    folder.mkdir(parents=True, exist_ok=True)
-    _atomic_write(folder / "continual.md", summary.markdown() + "\n")
-    _atomic_write(folder / "continual.json", json.dumps(summary.as_dict(), indent=2) + "\n")
+            for s in range(first, first + seeds)
+        ]
+    summary = ContinualSummary(cfg.name, cfg, command=command)
+    summary.runs = run_jobs(runs, n_jobs=jobs, threads=threads, progress=progress, desc="runs")
+    write_text_atomic(folder / "continual.md", summary.markdown() + "\n")
+    write_text_atomic(folder / "continual.json", json.dumps(summary.as_dict(), indent=2) + "\n")
     summary.plot(folder / "continual.png")
     return summary

@@ -40,7 +40,7 @@ def length_normalise(h: torch.Tensor) -> torch.Tensor:
     return a / a.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class FFSettings(PhyLLSettings):
     threshold: float = 2.0
     """theta: the goodness that separates positive from negative samples."""

@@ -322,7 +322,7 @@ def ledger(
 
 
 def run_ledger(
-    cfg: dict[str, Any],
+    cfg: Any,
     net: Any,
     trainer: Any,
     metrics: dict[str, Any],
@@ -335,13 +335,13 @@ def run_ledger(
 
     ``peak_before`` is the peak an interrupted earlier part of the run reached (resume).
     """
-    t = cfg["train"]
+    t = cfg.train
     return ledger(
-        method=str(t["method"]),
+        method=str(t.method),
         metrics=metrics,
         devices=net.devices,
         flops=trainer.flops,
-        j_per_flop=float(t.get("digital_j_per_flop", DEFAULT_J_PER_FLOP)),
+        j_per_flop=float(getattr(t, "digital_j_per_flop", DEFAULT_J_PER_FLOP)),
         wall_time_s=wall_time_s,
         peak_memory_bytes=int(max(peak_before, memory.peak_bytes)),
         peak_memory_method=memory.method,

@@ -1,8 +1,9 @@
 """The learning rules by name: ``train.method`` -> a trainer factory.
 
 Every trainer honours one contract (what the runner relies on): built from
-``(cfg, net, n_classes, seed)``; ``train_epoch(x, y) -> list[float]`` (one pass; ``x`` may be
-a lazy feature store, so only ``x[index_tensor]``, ``x[a:b]`` and ``x.shape`` are used);
+``(train, net, n_classes, seed)`` (``train``: the config's ``[train]`` section);
+``train_epoch(x, y) -> list[float]`` (one pass; ``x`` may be a lazy feature store, so only
+``x[index_tensor]``, ``x[a:b]`` and ``x.shape`` are used);
 ``predict(x) -> LongTensor``; ``state_dict()`` / ``load_state_dict()`` (bit-exact resume);
 ``flops`` (a FlopMeter with phases ``train``, ``eval`` and, for PAT and backprop, ``model``).
 """
@@ -22,7 +23,7 @@ from .flops import FlopMeter
 from .ledger import LedgerFlopMeter
 from .network import PhysicalNetwork
 from .pat import PhysicsAware
-from .phyll import PhyLL, PhyLLSettings
+from .phyll import LocalRuleSettings, PhyLL, PhyLLSettings
 
 
 class Trainer(Protocol):
@@ -41,63 +42,60 @@ class Trainer(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
+class RuleConfig(Protocol):
+    """What the factories read of an experiment's ``[train]`` section
+    (:class:`physnn.experiments.config.TrainConfig` is one)."""
+
+    method: str
+    lr: float
+    batch_size: int
+    ff_threshold: float
+    pat_twin: Any
+    pat_mismatch: float
+
+
 def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed + 1)
 
 
-def _local_settings(cls, t: dict[str, Any], n_classes: int, label_width: int, **extra):
-    """PhyLLSettings (or a subclass) from ``[train]``: every field that has a config key."""
-    values: dict[str, Any] = {"n_classes": n_classes, "label_width": label_width, **extra}
-    for f in dataclasses.fields(cls):
-        if f.name in values or f.name not in t:
-            continue
-        v, default = t[f.name], f.default
-        if isinstance(default, bool) or not isinstance(v, int | float):
-            values[f.name] = v
-        elif isinstance(default, float):
-            values[f.name] = float(v)
-        elif isinstance(default, int):
-            values[f.name] = int(v)
-        else:
-            values[f.name] = v
-    known = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in values.items() if k in known})
+def _local_settings(t: RuleConfig, n_classes: int, label_width: int) -> dict[str, Any]:
+    """The local rules' hyperparameters (every field of LocalRuleSettings) from ``[train]``."""
+    return {
+        "n_classes": n_classes,
+        "label_width": label_width,
+        **{f.name: getattr(t, f.name) for f in dataclasses.fields(LocalRuleSettings)},
+    }
 
 
-def _phyll(cfg: dict[str, Any], net: PhysicalNetwork, n_classes: int, seed: int,
+def _phyll(t: RuleConfig, net: PhysicalNetwork, n_classes: int, seed: int,
            label_width: int = 1) -> PhyLL:
-    s = _local_settings(PhyLLSettings, cfg["train"], n_classes, label_width)
-    trainer = PhyLL(net, s, _gen(seed))
+    trainer = PhyLL(net, PhyLLSettings(**_local_settings(t, n_classes, label_width)), _gen(seed))
     trainer.flops = LedgerFlopMeter()  # the same FLOP counting as every other rule
     return trainer
 
 
-def _ff(cfg: dict[str, Any], net: PhysicalNetwork, n_classes: int, seed: int,
+def _ff(t: RuleConfig, net: PhysicalNetwork, n_classes: int, seed: int,
         label_width: int = 1) -> ForwardForward:
-    t = cfg["train"]
-    s = _local_settings(FFSettings, t, n_classes, label_width, threshold=float(t["ff_threshold"]))
+    s = FFSettings(**_local_settings(t, n_classes, label_width), threshold=t.ff_threshold)
     return ForwardForward(net, s, _gen(seed))
 
 
-def _e2e(t: dict[str, Any], n_classes: int) -> EndToEndSettings:
-    return EndToEndSettings(n_classes=n_classes, lr=float(t["lr"]), batch_size=int(t["batch_size"]))
+def _e2e(t: RuleConfig, n_classes: int) -> EndToEndSettings:
+    return EndToEndSettings(n_classes=n_classes, lr=t.lr, batch_size=t.batch_size)
 
 
-def _backprop(cfg: dict[str, Any], net: PhysicalNetwork, n_classes: int, seed: int,
+def _backprop(t: RuleConfig, net: PhysicalNetwork, n_classes: int, seed: int,
               label_width: int = 1) -> Backprop:
-    return Backprop(net, _e2e(cfg["train"], n_classes), _gen(seed))
+    return Backprop(net, _e2e(t, n_classes), _gen(seed))
 
 
-def _pat(cfg: dict[str, Any], net: PhysicalNetwork, n_classes: int, seed: int,
+def _pat(t: RuleConfig, net: PhysicalNetwork, n_classes: int, seed: int,
          label_width: int = 1) -> PhysicsAware:
-    t = cfg["train"]
-    return PhysicsAware(
-        net, _e2e(t, n_classes), _gen(seed), twin=t["pat_twin"], mismatch=float(t["pat_mismatch"])
-    )
+    return PhysicsAware(net, _e2e(t, n_classes), _gen(seed), twin=t.pat_twin, mismatch=t.pat_mismatch)
 
 
 Factory = Callable[..., Trainer]
-"""``(cfg, net, n_classes, seed, label_width=1) -> Trainer``."""
+"""``(train_config, net, n_classes, seed, label_width=1) -> Trainer``."""
 
 METHODS: dict[str, Factory] = {
     "phyll": _phyll,
@@ -109,14 +107,13 @@ METHODS: dict[str, Factory] = {
 
 
 def make_trainer(
-    cfg: dict[str, Any], net: PhysicalNetwork, n_classes: int, seed: int, label_width: int = 1
+    train: RuleConfig, net: PhysicalNetwork, n_classes: int, seed: int, label_width: int = 1
 ) -> Trainer:
-    """The trainer ``cfg["train"]["method"]`` names, for ``net``.
+    """The trainer ``train.method`` names, for ``net`` (``train``: a config's ``[train]``).
 
     ``label_width``: inputs per class in the label overlay (``Dataset.label_width``); the
     end-to-end rules overlay no label and ignore it.
     """
-    method = cfg["train"]["method"]
-    if method not in METHODS:
-        raise ValueError(f"unknown train.method {method!r}; allowed: {sorted(METHODS)}")
-    return METHODS[method](cfg, net, n_classes, seed, label_width=label_width)
+    if train.method not in METHODS:
+        raise ValueError(f"unknown train.method {train.method!r}; allowed: {sorted(METHODS)}")
+    return METHODS[train.method](train, net, n_classes, seed, label_width=label_width)

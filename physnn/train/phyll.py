@@ -67,15 +67,28 @@ def phyll_loss(g_pos: torch.Tensor, g_neg: torch.Tensor, alpha: float) -> torch.
     return F.softplus(-alpha * (g_pos - g_neg)).mean()
 
 
-@dataclass
-class PhyLLSettings:
-    n_classes: int
+@dataclass(kw_only=True)
+class LocalRuleSettings:
+    """The hyperparameters of a goodness-based local rule; also the ``[train]`` keys of an
+    experiment config (:class:`physnn.experiments.config.TrainConfig` extends this class), so
+    the two can never disagree on a name, a type or a default."""
+
     lr: float = 5e-4
     inner_steps: int = 10
+    """Adam steps per batch on the same cached device measurements."""
     alpha: float = 4.0
+    """Sharpness of the pairwise softplus loss."""
     label_amplitude: float | str = 1.0
+    """A fixed label amplitude, or ``"batch_max"`` (the paper's code: max |x| of the batch)."""
     batch_size: int = 0
     """0 = full batch, as in the paper."""
+
+
+@dataclass(kw_only=True)
+class PhyLLSettings(LocalRuleSettings):
+    """A local rule's hyperparameters plus what the data set fixes (classes, label width)."""
+
+    n_classes: int
     label_width: int = 1
     """Inputs per class in the label overlay (the data set's label slots / n_classes)."""
 
