@@ -57,7 +57,8 @@ def test_reference_on_the_quantised_inputs_only_for_devices_with_levels(tmp_path
     """The 2-bit metasurface sees 4 levels per feature: the runner also says what logistic
     regression makes of exactly those, next to the unquantised reference."""
     from physnn.experiments.reference import logistic_regression_accuracy
-    from physnn.experiments.runner import Summary, build_network, map_into_domain
+    from physnn.experiments.runner import build_network, map_into_domain
+    from physnn.experiments.summary import Summary
 
     cfg = load_config("vowels-microwave")
     cfg["train"].update(epochs=1, eval_every=1, eval_train=False)

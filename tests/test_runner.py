@@ -3,7 +3,8 @@ import pytest
 
 from physnn.experiments.config import load_config, presets
 from physnn.experiments.runlog import read_run
-from physnn.experiments.runner import run, train
+from physnn.experiments.runner import run
+from physnn.experiments.summary import train
 
 
 def _same(a, b):
@@ -125,8 +126,8 @@ def test_overrides_parse_toml_values_and_reject_unknown_keys(tiny_config):
     cfg = apply_overrides(
         tiny_config, ["train.lr=1e-3", "network.hidden=[8, 8]", "name=my run", "device.pool=2"]
     )
-    assert cfg["train"]["lr"] == 1e-3 and cfg["network"]["hidden"] == [8, 8]
-    assert cfg["name"] == "my run" and cfg["device"]["pool"] == 2
+    assert cfg.train.lr == 1e-3 and cfg.network.hidden == [8, 8]
+    assert cfg.name == "my run" and cfg.device["pool"] == 2
     assert tiny_config["train"]["lr"] == 2e-3  # the input is not modified
     with pytest.raises(ValueError, match="unknown config key 'train.lrr'"):
         apply_overrides(tiny_config, ["train.lrr=1"])

@@ -245,7 +245,8 @@ def _check_values(cfg: ExperimentConfig) -> None:
          f"continual.eval_every must be >= 1, got {cfg.continual.eval_every}"),
         (0.0 < cfg.continual.tail_fraction <= 1.0,
          f"continual.tail_fraction must be in (0, 1], got {cfg.continual.tail_fraction}"),
-        (cfg.continual.freeze_at >= 0, f"continual.freeze_at must be >= 0, got {cfg.continual.freeze_at}"),
+        (cfg.continual.freeze_at >= 0,
+         f"continual.freeze_at must be >= 0, got {cfg.continual.freeze_at}"),
         ("name" in cfg.data, "data.name is required, e.g. 'digits'"),
     ]
     for ok, msg in checks:

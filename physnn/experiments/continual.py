@@ -39,12 +39,18 @@ import numpy as np
 
 from ..core.atomic import save_figure_atomic, write_text_atomic
 from ..core.perturbation import advance, perturbable
-from ..train.methods import make_trainer
 from .compare import load_settings
 from .config import ConfigSource, ExperimentConfig, apply_overrides, load_config
 from .jobs import Job, run_jobs
 from .loop import run_epochs
-from .runner import build_network, check_torch_device, device_queries, load_data, map_into_domain
+from .runner import (
+    build_network,
+    check_torch_device,
+    device_queries,
+    load_data,
+    make_trainer,
+    map_into_domain,
+)
 
 log = logging.getLogger("physnn.continual")
 
@@ -157,7 +163,7 @@ class ContinualSession:
         raw = load_data(cfg, seed).to(torch_device)
         self.net = build_network(cfg, raw.n_features, seed, torch_device)
         self.data = map_into_domain(raw, self.net.blocks[0].device.spec.domain)
-        self.trainer = make_trainer(cfg.train, self.net, self.data.n_classes, seed,
+        self.trainer = make_trainer(cfg, self.net, self.data.n_classes, seed,
                                     self.data.label_width)
         self.monitor = DropMonitor(c.monitor_window, c.drop_points, c.recover_points,
                                    label=f"{cfg.name} {arm} seed {seed}")

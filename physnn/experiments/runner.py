@@ -20,7 +20,8 @@ from ..data import DATASETS, Dataset
 from ..train.averaging import WeightAverage
 from ..train.flops import FlopMeter
 from ..train.ledger import PeakMemory, run_ledger
-from ..train.methods import Trainer, make_trainer
+from ..train.methods import Trainer
+from ..train.methods import make_trainer as make_rule_trainer
 from ..train.network import Block, PhysicalNetwork
 from ..train.readout import LinearReadout, neutral_features
 from .config import ConfigSource, ExperimentConfig, load_config
@@ -41,9 +42,9 @@ class RunResult:
     record: dict[str, Any]
 
 
-def load_data(cfg: ExperimentConfig, seed: int) -> Dataset:
+def load_data(cfg: ConfigSource, seed: int) -> Dataset:
     """The data set ``[data]`` names, split by ``seed``; unknown loader keys are refused."""
-    d = dict(cfg.data)
+    d = dict(load_config(cfg).data)
     name = d.pop("name", None)
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; allowed: {sorted(DATASETS)}")
@@ -58,9 +59,10 @@ def load_data(cfg: ExperimentConfig, seed: int) -> Dataset:
 
 
 def build_network(
-    cfg: ExperimentConfig, n_in: int, seed: int, torch_device: str = "cpu"
+    cfg: ConfigSource, n_in: int, seed: int, torch_device: str = "cpu"
 ) -> PhysicalNetwork:
     """One device per block (seeded ``seed*1000 + k``: distinct cavities) and its Linear."""
+    cfg = load_config(cfg)
     gen = torch.Generator().manual_seed(seed)
     blocks = []
     for k, width in enumerate(cfg.network.hidden):
@@ -77,6 +79,12 @@ def map_into_domain(data: Dataset, domain: Domain) -> Dataset:
     if domain.levels is None and (domain.lo, domain.hi) == (0.0, 1.0):
         return data
     return data.map_features(domain.from_unit)
+
+
+def make_trainer(cfg: ConfigSource, net: PhysicalNetwork, n_classes: int, seed: int,
+                 label_width: int = 1) -> Trainer:
+    """The learning rule ``cfg.train.method`` names, for ``net`` (see physnn.train.methods)."""
+    return make_rule_trainer(load_config(cfg).train, net, n_classes, seed, label_width)
 
 
 def check_torch_device(name: str) -> None:
@@ -141,7 +149,7 @@ class TrainSession:
         self.raw = load_data(cfg, seed).to(torch_device)
         self.net = build_network(cfg, self.raw.n_features, seed, torch_device)
         self.data = map_into_domain(self.raw, self.net.blocks[0].device.spec.domain)
-        self.trainer: Trainer = make_trainer(
+        self.trainer: Trainer = make_rule_trainer(
             cfg.train, self.net, self.data.n_classes, seed, self.data.label_width
         )
         decay = cfg.train.average
