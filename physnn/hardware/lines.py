@@ -179,6 +179,8 @@ class SocketLine(Line):
             self.conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _recv(self) -> bytes:
+        if self.conn is None:
+            return b""
         try:
             data = self.conn.recv(1 << 16)
         except (BlockingIOError, InterruptedError):
@@ -190,6 +192,8 @@ class SocketLine(Line):
         return data
 
     def _send(self, view: memoryview) -> int:
+        if self.conn is None:
+            raise OSError("no host is connected")
         return self.conn.send(view)
 
     def hangup(self) -> None:

@@ -14,7 +14,7 @@ import secrets
 import threading
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 from .protocol import Damaged, Frame, FrameDecoder, HelloReply
 from .transport import SerialTransport, Transport
@@ -94,8 +94,14 @@ class LinkSettings:
     @classmethod
     def from_mapping(cls, values: Mapping[str, float | int]) -> LinkSettings:
         """Settings from checked values (integers stay integers, the rest become floats)."""
-        ints = {"baudrate", "retries", "reconnects", "max_payload", "max_batch", "trace_bytes"}
-        return cls(**{k: int(v) if k in ints else float(v) for k, v in values.items()})
+        known = {f.name: f.type for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"unknown link setting(s) {unknown}; allowed: {sorted(known)}")
+        out = cls()
+        for key, value in values.items():
+            object.__setattr__(out, key, int(value) if known[key] == "int" else float(value))
+        return out
 
 
 def slug(text: str) -> str:
