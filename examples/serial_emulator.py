@@ -23,6 +23,7 @@ import torch
 from physnn.core import Device, make_device
 from physnn.data.digits import load_digits
 from physnn.hardware.emulator import Emulator, Faults
+from physnn.hardware.serial_device import SerialDevice
 from physnn.train.network import Block, PhysicalNetwork
 from physnn.train.phyll import PhyLL, PhyLLSettings
 
@@ -58,7 +59,8 @@ def main(epochs: int = 5, n_train: int = 300, n_test: int = 100, hidden: tuple[i
     """Train on the simulator and through the emulator; both runs' numbers and the counters."""
     torch.set_num_threads(1)  # the emulator's thread count too: bit-identical arithmetic
     data = load_digits(seed=seed)
-    kw = dict(hidden=hidden, epochs=epochs, n_train=n_train, n_test=n_test, seed=seed)
+    kw: dict[str, Any] = dict(hidden=hidden, epochs=epochs, n_train=n_train, n_test=n_test,
+                              seed=seed)
     keys = {k: v for k, v in OPTICAL.items() if k != "kind"}  # the emulator checks they match
 
     def direct(k: int, n_in: int) -> Device:
@@ -73,6 +75,7 @@ def main(epochs: int = 5, n_train: int = 300, n_test: int = 100, hidden: tuple[i
             dev = make_device({"kind": "serial", "port": emu.address, "n_in": n_in,
                                "seed": seed * 1000 + k, "timeout": 0.1, "retries": 8,
                                "reconnect_delay": 0.02, **keys})
+            assert isinstance(dev, SerialDevice)
             links.append(dev.link_stats)
             return dev
 
