@@ -101,8 +101,10 @@ def main() -> None:
                 wire = (st["bytes_sent"] + st["bytes_received"]
                         - before["bytes_sent"] - before["bytes_received"]) / n
                 data = 4 * (a.n_in + direct.spec.n_out)
+                hello = dev.link.hello
+                board_payload = hello.max_payload if hello else a.max_payload
                 proto = expected_overhead(a.batch, a.n_in, direct.spec.n_out,
-                                          min(a.max_payload, dev._link.hello.max_payload))
+                                          min(a.max_payload, board_payload))
                 if transport == a.transport[0]:
                     print(f"| direct {DEVICE} | {a.batch / t_direct:,.0f} | 1 | | | |")
                 print(f"| serial over {transport} | {a.batch / t_serial:,.0f} | "

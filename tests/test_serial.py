@@ -295,3 +295,20 @@ def test_emulate_command_serves_until_stopped(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "physnn", "emulate", "sim:optical",
                           "--corrupt", "0.9"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "fault rate corrupt=0.9 is not allowed" in bad.stderr
+
+
+def test_the_serial_emulator_example_trains_to_the_simulators_numbers():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "serial_emulator.py"
+    spec = importlib.util.spec_from_file_location("serial_emulator_example", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    lines: list[str] = []
+    t0 = time.monotonic()
+    out = example.main(epochs=2, n_train=120, n_test=40, echo=lines.append)
+    assert time.monotonic() - t0 < 30
+    assert out["identical"] and len(out["serial"]["loss"]) == 2
+    assert out["serial"]["test_acc"] == out["direct"]["test_acc"]
+    assert out["emulator"]["samples_measured"] == sum(s["samples_received"] for s in out["link"])
+    assert lines[0].startswith("emulator serving sim:optical on ") and "bit-identical: True" in lines[-1]
