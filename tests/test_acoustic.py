@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from physnn.core import make_device
-from physnn.sim.acoustic import CFL_LIMIT, AcousticCavity
+from physnn.sim.acoustic import CFL_LIMIT, AcousticCavity, AcousticConfig
 
 F64 = torch.float64
 
@@ -436,3 +436,46 @@ def test_field_snapshot_and_plot_layout():
     assert {"speakers", "microphones", "Duffing membranes", "rigid scatterers"} <= labels
     ax2 = Figure().add_subplot()
     dev.plot_layout(ax2)  # geometry only
+
+
+# -- typed parameters, tensors that follow .to() ------------------------------------------
+
+
+def test_typed_config_and_description_build_the_same_cavity():
+    cfg = AcousticConfig(n_in=4, grid=(12, 12), first_bin=3, window_steps=64, transient_steps=64,
+                         ramp_steps=16, n_scatterers=2, seed=3)
+    dev = AcousticCavity(cfg)
+    again = make_device(dev.describe())
+    x = torch.rand(2, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert torch.equal(dev(x), again(x))
+    with pytest.raises(TypeError, match="n_speaker\\b"):
+        AcousticCavity.from_description(n_speaker=3)
+
+
+def test_apply_to_tensors_converts_the_tables_and_clears_the_cache():
+    dev = small(n_in=4, transient_steps=64)
+    x = torch.rand(2, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    before = dev(x)
+    assert dev._tables
+    dev.apply_to_tensors(lambda t: t.to(torch.float32) if t.is_floating_point() else t)
+    assert not dev._tables
+    assert dev.geometry.cx.dtype == dev.sources.drive.dtype == torch.float32
+    assert dev.sources.mem_idx.dtype == torch.long and dev.solid.dtype == torch.bool
+    after = dev(x)
+    assert after.dtype == torch.float64  # measurements follow the input's dtype
+    assert torch.allclose(after, before, rtol=1e-4, atol=1e-6)
+    dev.apply_to_tensors(lambda t: t.to(torch.float64) if t.is_floating_point() else t)
+    assert torch.allclose(dev(x), before, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_apply_to_tensors_survives_a_rebuild(device):
+    kw = dict(transient_steps=64, perturbations=[{"kind": "drift", "sigma": 1.0},
+                                                 {"kind": "sudden", "at": 1, "action": "move"}])
+    ref, dev = small(**kw), small(**kw)
+    dev.apply_to_tensors(lambda t: t.to(device))
+    for d in (ref, dev):
+        d.advance(2)
+    assert dev.geometry.cx.device.type == torch.device(device).type  # applied again after it
+    x = torch.rand(2, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    assert torch.allclose(dev(x.to(device)).cpu(), ref(x), rtol=1e-9, atol=1e-12)

@@ -116,10 +116,14 @@ class AcousticCavity(Perturbable, Device):
         self._build()
         self._scatterers_now = [list(c) for c in self.scatterer_cells]
 
+    def _scatterer_blocks(self) -> list[list[list[int]]]:
+        """The rigid objects as they are now (connected groups of scatterer cells)."""
+        return scatterer_blocks(self._scatterers_now)
+
     def _perturb_sudden(self, event: Sudden, gen: torch.Generator) -> str:
         count, done = int(event.params["count"]), []
         for _ in range(count):
-            blocks = scatterer_blocks(self._scatterers_now)
+            blocks = self._scatterer_blocks()
             if event.action == "add":
                 sh, sw = (int(v) for v in torch.randint(1, 4, (2,), generator=gen))
                 cells = place_block(self.config, self._scatterers_now, (sh, sw), gen)
