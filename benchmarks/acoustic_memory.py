@@ -28,7 +28,7 @@ def status(key):
         return int(re.search(key + r":\\s+(\\d+)", f.read()).group(1)) / 1024
 
 window = 256
-dev = AcousticCavity(transient_steps=max(steps - window, 0), window_steps=window,
+dev = AcousticCavity.from_description(transient_steps=max(steps - window, 0), window_steps=window,
                      readout="amplitude", checkpoint_steps=32 if mode == "grad-checkpoint" else 0)
 x = torch.rand(batch, dev.spec.n_in, generator=torch.Generator().manual_seed(0))
 with torch.no_grad():

@@ -31,7 +31,7 @@ from physnn.sim.microwave import MetasurfaceCavity
 
 
 def measure(chi: float, seed: int, x: torch.Tensor, gen: torch.Generator) -> tuple[float, float, float]:
-    dev = MetasurfaceCavity(n_in=x.shape[1], seed=seed, ms_chi=chi)
+    dev = MetasurfaceCavity.from_description(n_in=x.shape[1], seed=seed, ms_chi=chi)
     y = dev(x)
     contrast = float(y.std(0).mean() / y.mean())
     rows = torch.arange(len(x))

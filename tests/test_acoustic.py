@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from physnn.core import make_device
-from physnn.sim.acoustic import CFL_LIMIT, AcousticCavity
+from physnn.sim.acoustic import CFL_LIMIT, AcousticCavity, AcousticConfig
 
 F64 = torch.float64
 
@@ -20,7 +20,7 @@ def small(**kw):
         n_in=4, grid=(12, 12), first_bin=3, window_steps=64, transient_steps=256, ramp_steps=16,
         n_scatterers=2, volume_velocity=1e-3,
     )
-    return AcousticCavity(**{**base, **kw})
+    return AcousticCavity.from_description(**{**base, **kw})
 
 
 def inputs(b=6, n=4, seed=0, dtype=F64):
@@ -62,14 +62,14 @@ def energy_trace(dev, steps):
 )
 def test_lossless_cavity_conserves_the_discrete_energy(membranes):
     dev = small(wall_reflection=1.0, viscous_time=0.0, **membranes)
-    assert dev.loss.abs().max() == 0
+    assert dev.geometry.loss.abs().max() == 0
     e, p_end = energy_trace(dev, 600)
     assert e[0] > 0
     drift = (e - e[0]).abs().max() / e[0]
     assert drift < 1e-12, f"relative energy drift {drift:.3g}"
     # the field did move (otherwise conservation would be trivial)
     assert (p_end[0] - pulse(dev) * (~dev.solid)).abs().max() > 0.1
-    if dev.mem_idx.numel():  # and the membranes took part in the exchange
+    if dev.sources.mem_idx.numel():  # and the membranes took part in the exchange
         probe = small(wall_reflection=1.0, viscous_time=0.0, membrane_coupling=0.0,
                       **{k: v for k, v in membranes.items() if k != "membrane_coupling"})
         p_free = probe.simulate(None, 600, p0=pulse(dev), read=False)["p"]
@@ -103,28 +103,28 @@ def test_nonlinear_membranes_conserve_energy_exactly():
 
 def test_cfl_violation_raises_with_the_courant_number():
     with pytest.raises(ValueError, match=r"Courant number c\*dt/dx = 0\.75 .*0\.707107"):
-        AcousticCavity(courant=0.75)
+        AcousticCavity.from_description(courant=0.75)
     dx, c = 0.02, 343.0
     with pytest.raises(ValueError, match=r"Courant number c\*dt/dx = 0\.8 "):
-        AcousticCavity(dx=dx, c=c, dt=0.8 * dx / c)
+        AcousticCavity.from_description(dx=dx, c=c, dt=0.8 * dx / c)
     # viscous absorption tightens the limit, and the message says so
     with pytest.raises(ValueError, match=r"viscous_time"):
-        AcousticCavity(courant=0.69, viscous_time=3e-6)
-    ok = AcousticCavity(courant=0.7, viscous_time=0.0)
+        AcousticCavity.from_description(courant=0.69, viscous_time=3e-6)
+    ok = AcousticCavity.from_description(courant=0.7, viscous_time=0.0)
     assert ok.config.courant < CFL_LIMIT
 
 
 def test_config_errors_are_clear():
     with pytest.raises(ValueError, match="alpha"):
-        AcousticCavity(membrane_alpha=2.0, membrane_beta=1.0)
+        AcousticCavity.from_description(membrane_alpha=2.0, membrane_beta=1.0)
     with pytest.raises(ValueError, match="outside grid"):
-        AcousticCavity(microphones=[[30, 1]])
+        AcousticCavity.from_description(microphones=[[30, 1]])
     with pytest.raises(ValueError, match="Nyquist"):
-        AcousticCavity(n_in=40, window_steps=64)
+        AcousticCavity.from_description(n_in=40, window_steps=64)
     with pytest.raises(ValueError, match="touches a scatterer"):
-        AcousticCavity(scatterers=[[5, 2]], speakers=[[5, 2]])
+        AcousticCavity.from_description(scatterers=[[5, 2]], speakers=[[5, 2]])
     with pytest.raises(ValueError, match="readout"):
-        AcousticCavity(readout="volts")
+        AcousticCavity.from_description(readout="volts")
 
 
 # -- linear and nonlinear response --------------------------------------------------------
@@ -219,7 +219,7 @@ def _response_on_grid(n):
     def u(a):
         return r * a + (r - 1) / 2
 
-    dev = AcousticCavity(
+    dev = AcousticCavity.from_description(
         n_in=1, grid=(n, n), dx=0.16 / n, courant=0.5, viscous_time=0.0, wall_reflection=0.5,
         first_bin=1, bins=[1], window_steps=32 * r, transient_steps=64 * r, ramp_steps=8 * r,
         speakers=[[u(1.5), u(1.5)]], microphones=[[u(5.5), u(4.5)]],
@@ -260,7 +260,7 @@ MEMORY_SCRIPT = textwrap.dedent(
     x = torch.rand(B, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
 
     def cavity(transient):
-        return AcousticCavity(n_in=2, grid=(8, 8), first_bin=3, window_steps=64,
+        return AcousticCavity.from_description(n_in=2, grid=(8, 8), first_bin=3, window_steps=64,
                               transient_steps=transient, n_microphones=n_mic, n_scatterers=0,
                               readout="amplitude")
 
@@ -436,3 +436,46 @@ def test_field_snapshot_and_plot_layout():
     assert {"speakers", "microphones", "Duffing membranes", "rigid scatterers"} <= labels
     ax2 = Figure().add_subplot()
     dev.plot_layout(ax2)  # geometry only
+
+
+# -- typed parameters, tensors that follow .to() ------------------------------------------
+
+
+def test_typed_config_and_description_build_the_same_cavity():
+    cfg = AcousticConfig(n_in=4, grid=(12, 12), first_bin=3, window_steps=64, transient_steps=64,
+                         ramp_steps=16, n_scatterers=2, seed=3)
+    dev = AcousticCavity(cfg)
+    again = make_device(dev.describe())
+    x = torch.rand(2, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert torch.equal(dev(x), again(x))
+    with pytest.raises(TypeError, match="n_speaker\\b"):
+        AcousticCavity.from_description(n_speaker=3)
+
+
+def test_apply_to_tensors_converts_the_tables_and_clears_the_cache():
+    dev = small(n_in=4, transient_steps=64)
+    x = torch.rand(2, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    before = dev(x)
+    assert dev._tables
+    dev.apply_to_tensors(lambda t: t.to(torch.float32) if t.is_floating_point() else t)
+    assert not dev._tables
+    assert dev.geometry.cx.dtype == dev.sources.drive.dtype == torch.float32
+    assert dev.sources.mem_idx.dtype == torch.long and dev.solid.dtype == torch.bool
+    after = dev(x)
+    assert after.dtype == torch.float64  # measurements follow the input's dtype
+    assert torch.allclose(after, before, rtol=1e-4, atol=1e-6)
+    dev.apply_to_tensors(lambda t: t.to(torch.float64) if t.is_floating_point() else t)
+    assert torch.allclose(dev(x), before, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_apply_to_tensors_survives_a_rebuild(device):
+    kw = dict(transient_steps=64, perturbations=[{"kind": "drift", "sigma": 1.0},
+                                                 {"kind": "sudden", "at": 1, "action": "move"}])
+    ref, dev = small(**kw), small(**kw)
+    dev.apply_to_tensors(lambda t: t.to(device))
+    for d in (ref, dev):
+        d.advance(2)
+    assert dev.geometry.cx.device.type == torch.device(device).type  # applied again after it
+    x = torch.rand(2, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    assert torch.allclose(dev(x.to(device)).cpu(), ref(x), rtol=1e-9, atol=1e-12)

@@ -6,14 +6,14 @@ import pytest
 import torch
 
 from physnn.core import make_device
-from physnn.sim.microwave import MetasurfaceCavity, green_2d, radiation_kernel
+from physnn.sim.microwave import MetasurfaceCavity, MicrowaveConfig, green_2d, radiation_kernel
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def cavity(**kw):
     """A small cavity: 8 features (16 one-bit elements), 6 frequencies; builds in ~0.1 s."""
-    return MetasurfaceCavity(**{"n_in": 8, "n_out": 6, "cavity_radius": 2.0, **kw})
+    return MetasurfaceCavity.from_description(**{"n_in": 8, "n_out": 6, "cavity_radius": 2.0, **kw})
 
 
 def configs(b=8, n=8, seed=0, dtype=torch.float64, device="cpu"):
@@ -427,3 +427,44 @@ def test_bad_configuration_is_a_clear_value_error(kw, words):
         cavity(**kw)
     for w in words:
         assert w in str(e.value)
+
+
+# -- typed parameters, tensors that follow .to() ------------------------------------------
+
+
+def test_typed_config_and_description_build_the_same_cavity():
+    dev = MetasurfaceCavity(MicrowaveConfig(n_in=8, n_out=6, cavity_radius=2.0, seed=4))
+    again = make_device(dev.describe())
+    x = torch.randint(0, 4, (3, 8)).double()
+    assert torch.equal(dev(x), again(x))
+    with pytest.raises(TypeError, match="n_freq"):
+        MetasurfaceCavity.from_description(n_freq=3)
+
+
+def test_apply_to_tensors_converts_the_dipoles_and_clears_the_cache():
+    dev = cavity(seed=5)
+    x = torch.randint(0, 4, (3, 8), generator=torch.Generator().manual_seed(0)).float()
+    before = dev(x)
+    assert dev._cache
+    dev.apply_to_tensors(lambda t: t.to(torch.float32) if t.is_floating_point() else t)
+    assert not dev._cache
+    assert dev.positions.dtype == dev.nu.dtype == dev.chi.dtype == torch.float32
+    after = dev(x)
+    assert after.dtype == torch.float32
+    assert torch.allclose(after, before, rtol=1e-3, atol=1e-4)
+    dev.apply_to_tensors(lambda t: t.to(torch.float64) if t.is_floating_point() else t)
+    assert dev.positions.dtype == torch.float64 and torch.isfinite(dev(x.double())).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_apply_to_tensors_moves_a_perturbed_cavity(device):
+    kw = {"seed": 6, "perturbations": [{"kind": "drift", "sigma": 2.0},
+                                       {"kind": "sudden", "at": 1, "action": "move"},
+                                       {"kind": "sudden", "at": 2, "action": "flip"}]}
+    ref, dev = cavity(**kw), cavity(**kw)
+    dev.apply_to_tensors(lambda t: t.to(device))
+    assert dev.positions.device.type == torch.device(device).type
+    for d in (ref, dev):
+        d.advance(3)
+    x = torch.randint(0, 4, (3, 8), generator=torch.Generator().manual_seed(1)).double()
+    assert torch.allclose(dev(x.to(device)).cpu(), ref(x), rtol=1e-9, atol=1e-12)

@@ -4,14 +4,14 @@ import pytest
 import torch
 
 from physnn.core import make_device
-from physnn.sim.optical import OpticalCavity, haar_unitary
+from physnn.sim.optical import OpticalCavity, OpticalConfig, haar_unitary
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def cavity(**kw):
     """n_in=16 fills a 4x4 SLM; with a 4x4 camera the cavity has exactly 16 modes."""
-    return OpticalCavity(**{"n_in": 16, "camera_shape": (4, 4), **kw})
+    return OpticalCavity.from_description(**{"n_in": 16, "camera_shape": (4, 4), **kw})
 
 
 def inputs(b=8, n=16, seed=0, dtype=torch.float64, device="cpu"):
@@ -257,3 +257,53 @@ def test_bad_configuration_is_a_clear_value_error(kw, words):
         cavity(**kw)
     for w in words:
         assert w in str(e.value)
+
+
+def test_unknown_parameter_is_a_type_error_naming_it():
+    with pytest.raises(TypeError, match="n_pixels"):
+        cavity(n_pixels=3)
+    with pytest.raises(ValueError, match="bad parameters for device 'sim:optical'.*n_pixels"):
+        make_device("sim:optical", n_pixels=3)
+
+
+def test_typed_config_and_description_build_the_same_cavity():
+    x = inputs(3)
+    dev = OpticalCavity(OpticalConfig(n_in=16, camera_shape=(4, 4), seed=5, pool=2))
+    again = make_device(dev.describe())
+    assert torch.equal(dev(x), again(x))
+    assert torch.equal(OpticalCavity()(torch.full((1, 74), 0.5)), make_device("sim:optical")(
+        torch.full((1, 74), 0.5)))
+
+
+# -- tensors follow .to() ---------------------------------------------------------------
+
+
+def _double(t: torch.Tensor) -> torch.Tensor:
+    return t.to(torch.float64) if t.is_floating_point() else t
+
+
+def test_apply_to_tensors_moves_the_transmission_and_clears_the_cache():
+    dev = cavity(seed=17)
+    x = inputs(4, dtype=torch.float32)
+    before = dev(x)
+    assert dev._tm_cache
+    dev.apply_to_tensors(lambda t: t.to(torch.complex64) if t.is_complex() else t)
+    assert not dev._tm_cache and dev.transmission.dtype == torch.complex64
+    after = dev(x)
+    assert after.dtype == torch.float32
+    assert torch.allclose(after, before, rtol=1e-5, atol=1e-6)
+    dev.apply_to_tensors(_double)  # complex tensors are not floating point: unchanged
+    assert dev.transmission.dtype == torch.complex64
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_apply_to_tensors_keeps_the_perturbed_structure_consistent(device):
+    kw = {"seed": 18, "perturbations": [{"kind": "drift", "sigma": 0.5},
+                                        {"kind": "sudden", "at": 2, "action": "redraw"}]}
+    ref, dev = cavity(**kw), cavity(**kw)
+    dev.apply_to_tensors(lambda t: t.to(device))
+    assert dev.transmission.device.type == torch.device(device).type
+    for d in (ref, dev):
+        d.advance(3)
+    x = inputs(3)
+    assert torch.allclose(dev(x.to(device)).cpu(), ref(x), rtol=1e-10, atol=1e-12)

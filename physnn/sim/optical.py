@@ -9,8 +9,9 @@ multiplicatively. Unused SLM pixels hold a constant background and act as a refe
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,7 @@ from ..core.effects import Effect, apply_effects, make_effects
 from ..core.perturbation import Perturbable, Sudden
 
 
-def haar_unitary(n: int, gen: torch.Generator, dtype=torch.complex128) -> torch.Tensor:
+def haar_unitary(n: int, gen: torch.Generator, dtype: torch.dtype = torch.complex128) -> torch.Tensor:
     """A Haar-random ``n x n`` unitary (QR of a complex Gaussian with the phase fix-up)."""
     z = torch.complex(
         torch.randn(n, n, generator=gen, dtype=torch.float64),
@@ -31,6 +32,13 @@ def haar_unitary(n: int, gen: torch.Generator, dtype=torch.complex128) -> torch.
     return (q * (d / d.abs()).unsqueeze(0)).to(dtype)
 
 
+def _shape(value: Any, name: str) -> tuple[int, int]:
+    """A (rows, cols) pixel grid from a tuple or a TOML list."""
+    if len(value) != 2:
+        raise ValueError(f"{name} must be (rows, cols), got {value!r}")
+    return value[0], value[1]
+
+
 def _grid(n: int) -> tuple[int, int]:
     """The squarest grid holding ``n`` pixels."""
     h = math.ceil(math.sqrt(n))
@@ -39,18 +47,26 @@ def _grid(n: int) -> tuple[int, int]:
 
 @dataclass
 class OpticalConfig:
+    """Every parameter of ``sim:optical`` with its default: the keys of a device description."""
+
     n_in: int = 74
+    """Inputs: SLM pixels driven by the network (the rest hold ``background``)."""
     encoding: str = "phase"
     """``phase``: input x sets phase x * phase_range; ``amplitude``: input sets the field."""
     phase_range: float = math.pi
+    """Phase (rad) of input 1 with ``phase`` encoding."""
     slm_shape: tuple[int, int] | None = None
     """SLM pixel grid; inputs fill it row-major, the rest hold ``background``."""
     background: float = 0.0
+    """Input value held by the SLM pixels beyond ``n_in`` (a reference field)."""
     camera_shape: tuple[int, int] = (20, 20)
+    """Camera pixel grid (rows, cols)."""
     n_modes: int | None = None
     """Modes of the fibre/cavity; at least max(SLM pixels, camera pixels). Default: that max."""
     pool: int = 1
+    """Side of the average-pooling window over camera pixels (1: no pooling)."""
     pool_stride: int | None = None
+    """Stride of the pooling; default ``pool`` (non-overlapping windows)."""
     readout: str = "intensity"
     """``intensity`` (what the camera measures) or ``amplitude`` (its square root)."""
     gain: float | None = None
@@ -58,22 +74,27 @@ class OpticalConfig:
     camera: list[dict[str, Any]] = field(default_factory=list)
     """Camera non-idealities, per pixel before pooling, e.g. saturation, shot, readout noise."""
     frame_rate_hz: float = 100.0
+    """Camera frames per second: one query costs one frame (time accounting)."""
     power_w: float = 1e-3
+    """Laser power (energy accounting)."""
     perturbations: list[dict[str, Any]] = field(default_factory=list)
     """Drift and sudden changes (see physnn.core.perturbation); empty: a stable cavity."""
     seed: int = 0
+    """Seed of the transmission matrix, the perturbations and the camera noise."""
     clip: bool = False
+    """Project out-of-domain inputs onto [0, 1] instead of rejecting them."""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.encoding not in ("phase", "amplitude"):
             raise ValueError(f"encoding must be 'phase' or 'amplitude', got {self.encoding!r}")
         if self.readout not in ("intensity", "amplitude"):
             raise ValueError(f"readout must be 'intensity' or 'amplitude', got {self.readout!r}")
         if self.n_in < 1:
             raise ValueError(f"n_in must be >= 1, got {self.n_in}")
-        self.slm_shape = tuple(self.slm_shape) if self.slm_shape else _grid(self.n_in)
-        self.camera_shape = tuple(self.camera_shape)
-        n_slm = self.slm_shape[0] * self.slm_shape[1]
+        slm = _shape(self.slm_shape, "slm_shape") if self.slm_shape else _grid(self.n_in)
+        self.slm_shape = slm
+        self.camera_shape = _shape(self.camera_shape, "camera_shape")
+        n_slm = slm[0] * slm[1]
         if n_slm < self.n_in:
             raise ValueError(f"slm_shape {self.slm_shape} has {n_slm} pixels < n_in={self.n_in}")
         n_cam = self.camera_shape[0] * self.camera_shape[1]
@@ -87,6 +108,22 @@ class OpticalConfig:
         stride = self.pool_stride or self.pool
         if self.pool < 1 or stride < 1 or self.pool > min(self.camera_shape):
             raise ValueError(f"pool={self.pool} does not fit camera_shape {self.camera_shape}")
+
+    @property
+    def modes(self) -> int:
+        """``n_modes`` as resolved (the default filled in)."""
+        return self.n_modes if self.n_modes is not None else max(self.slm_pixels, self.camera_pixels)
+
+    @property
+    def slm_pixels(self) -> int:
+        """Pixels of the SLM grid (``n_in`` of them carry inputs)."""
+        rows, cols = self.slm_shape if self.slm_shape is not None else _grid(self.n_in)
+        return rows * cols
+
+    @property
+    def camera_pixels(self) -> int:
+        """Pixels of the camera, before pooling."""
+        return self.camera_shape[0] * self.camera_shape[1]
 
 
 class OpticalCavity(Perturbable, Device):
@@ -113,11 +150,11 @@ class OpticalCavity(Perturbable, Device):
     1 um wavelength). Speckle decorrelates for dT of about 1-2 K, as measured in the lab."""
     DRIFT_UNIT = "rad/K"
 
-    def __init__(self, **kwargs: Any):
-        cfg = OpticalConfig(**kwargs)
+    def __init__(self, config: OpticalConfig | None = None) -> None:
+        cfg = config if config is not None else OpticalConfig()
         self.config = cfg
         self.camera_effects: list[Effect] = make_effects(cfg.camera)
-        n_cam = cfg.camera_shape[0] * cfg.camera_shape[1]
+        n_cam = cfg.camera_pixels
         h, w = self._pooled_shape()
         period = 1.0 / cfg.frame_rate_hz
         spec = DeviceSpec(
@@ -130,30 +167,47 @@ class OpticalCavity(Perturbable, Device):
             energy_per_query_j=cfg.power_w * period,
         )
         super().__init__(spec, seed=cfg.seed, clip=cfg.clip)
-        self.n_slm = cfg.slm_shape[0] * cfg.slm_shape[1]
+        self.n_slm = cfg.slm_pixels
         self.n_cam = n_cam
         g = torch.Generator().manual_seed(cfg.seed)
-        u = haar_unitary(cfg.n_modes, g)
+        u = haar_unitary(cfg.modes, g)
         self.transmission = u[:n_cam, : self.n_slm].contiguous()
         self.gain = float(cfg.gain) if cfg.gain is not None else float(n_cam)
-        self._tm_cache: dict[tuple, torch.Tensor] = {}
+        self._tm_cache: dict[tuple[str, torch.dtype], torch.Tensor] = {}
         self._init_perturbations(cfg.perturbations)
         if self.perturbed:  # the structure and the thermal section, drawn from the seed
             self._u_pristine = u
             self._u_struct = u.clone()
             gp = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 8191)
-            self._mixer = haar_unitary(cfg.n_modes, gp)
-            self._kappa = torch.randn(cfg.n_modes, generator=gp, dtype=torch.float64)
+            self._mixer = haar_unitary(cfg.modes, gp)
+            self._kappa = torch.randn(cfg.modes, generator=gp, dtype=torch.float64)
+
+    @classmethod
+    def from_description(cls, **description: Any) -> Self:
+        """Build from a description's keys (the ``sim:optical`` entry point); an unknown key
+        is a TypeError naming it."""
+        return cls(OpticalConfig(**description))
+
+    def apply_to_tensors(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Apply ``fn`` to the transmission matrix (and the perturbation structure)."""
+        self.transmission = fn(self.transmission)
+        if self.perturbed:
+            self._u_pristine = fn(self._u_pristine)
+            self._u_struct = fn(self._u_struct)
+            self._mixer = fn(self._mixer)
+            self._kappa = fn(self._kappa)
+        self._tm_cache.clear()
 
     # -- perturbation hooks (see physnn.core.perturbation) ------------------------------
     def _perturb_reset(self) -> None:
         self._u_struct = self._u_pristine.clone()
 
     def _perturb_sudden(self, event: Sudden, gen: torch.Generator) -> str:
-        n = self.config.n_modes
+        n = self.config.modes
         k = max(1, min(n, round(event.params["fraction"] * n)))
         modes = torch.randperm(n, generator=gen)[:k]
-        self._u_struct[:, modes] = self._u_struct[:, modes] @ haar_unitary(k, gen)
+        mix = haar_unitary(k, gen).to(self._u_struct.device)
+        self._u_struct[:, modes] = self._u_struct[:, modes] @ mix
         return f"re-mixed {k} of {n} modes"
 
     def _perturb_rebuild(self, delta_k: float, coupling: float) -> None:
@@ -170,7 +224,8 @@ class OpticalCavity(Perturbable, Device):
     def _pooled_shape(self) -> tuple[int, int]:
         cfg = self.config
         s = cfg.pool_stride or cfg.pool
-        return tuple((n - cfg.pool) // s + 1 for n in cfg.camera_shape)
+        h, w = ((n - cfg.pool) // s + 1 for n in cfg.camera_shape)
+        return h, w
 
     def _tm(self, device: torch.device, cdtype: torch.dtype) -> torch.Tensor:
         key = (str(device), cdtype)
@@ -210,7 +265,7 @@ class OpticalCavity(Perturbable, Device):
     def _measure(self, x: torch.Tensor) -> torch.Tensor:
         return self.camera(self.propagate(self.slm_field(x)))
 
-    def plot(self, fig, x: torch.Tensor) -> bool:
+    def plot(self, fig: Any, x: torch.Tensor) -> bool:
         """Camera images (before pooling) for the first few inputs."""
         n = min(3, x.shape[0])
         with torch.no_grad():
@@ -228,6 +283,7 @@ class OpticalCavity(Perturbable, Device):
         return True
 
     def describe(self) -> dict[str, Any]:
+        """The resolved description (defaults filled in); it rebuilds this very cavity."""
         d = asdict(self.config)
         d["slm_shape"] = list(d["slm_shape"])
         d["camera_shape"] = list(d["camera_shape"])
