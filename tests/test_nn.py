@@ -73,8 +73,8 @@ def test_physical_layer_is_a_black_box_layer_in_sequential():
 
 
 def test_state_dict_carries_the_noise_stream_and_accounting():
-    a, b = nn.Sequential(PhysicalLayer(Lens(sigma=0.5, seed=3))), nn.Sequential(
-        PhysicalLayer(Lens(sigma=0.5, seed=3)))
+    da, db = Lens(sigma=0.5, seed=3), Lens(sigma=0.5, seed=3)
+    a, b = nn.Sequential(PhysicalLayer(da)), nn.Sequential(PhysicalLayer(db))
     x = _x()
     a(x), a(x)  # a's stream moves on; b's does not
     state = a.state_dict()
@@ -82,7 +82,7 @@ def test_state_dict_carries_the_noise_stream_and_accounting():
     assert not torch.equal(a(x), b(x))  # different points of the same stream
     b.load_state_dict(a.state_dict())
     torch.testing.assert_close(a(x), b(x), rtol=0, atol=0)
-    assert b[0].device.accounting.samples == a[0].device.accounting.samples == 20
+    assert db.accounting.samples == da.accounting.samples == 20
     # a twin's stream travels with the layer too
     t1, t2 = Lens(sigma=0.5, seed=9), Lens(sigma=0.5, seed=9)
     la = PhysicalLayer(Lens(seed=1), twin=t1)
@@ -153,6 +153,7 @@ def test_twin_is_checked_and_the_graph_is_freed():
     x = _x().requires_grad_()
     y = physics_aware(x, device, Lens(seed=1))
     y.sum().backward(retain_graph=True)
+    assert x.grad is not None
     first = x.grad.clone()
     y.sum().backward()  # a retained graph gives the same gradient again
     torch.testing.assert_close(x.grad, 2 * first)
