@@ -37,6 +37,7 @@ class Domain:
             raise ValueError(f"domain needs lo < hi, got [{self.lo}, {self.hi}]")
 
     def describe(self) -> str:
+        """The domain in words, for error messages: ``[0, 1]`` or ``levels {0, 1, 2, 3}``."""
         if self.levels is not None:
             return "levels {" + ", ".join(f"{v:g}" for v in self.levels) + "}"
         return f"[{self.lo:g}, {self.hi:g}]"
@@ -76,6 +77,7 @@ class DeviceSpec:
     """Energy one sample costs on the physical system (from the device description)."""
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain data (run logs store it as JSON); an unset ``levels`` is left out."""
         d = asdict(self)
         d["domain"] = {k: v for k, v in d["domain"].items() if v is not None}
         return d
@@ -92,9 +94,11 @@ class Accounting:
     wall_time_s: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
+        """The totals as plain numbers (for the run log and checkpoints)."""
         return asdict(self)
 
     def load(self, d: dict[str, float]) -> None:
+        """Continue from totals saved with :meth:`as_dict`."""
         for k, v in d.items():
             setattr(self, k, type(getattr(self, k))(v))
 
@@ -121,10 +125,12 @@ class Device:
 
     # -- lifecycle -------------------------------------------------------------------------
     def open(self) -> Device:
+        """Acquire the system (a serial link, an instrument); the first query opens it anyway."""
         self.is_open = True
         return self
 
     def close(self) -> None:
+        """Release what :meth:`open` acquired."""
         self.is_open = False
 
     def __enter__(self) -> Device:
@@ -222,7 +228,11 @@ class Device:
         What :class:`physnn.nn.PhysicalLayer` calls from ``.to()``, ``.double()``, ``.cuda()``:
         torch's ``nn.Module._apply`` hands ``fn``. A device without tensors of its own (a
         serial link) keeps the default, which does nothing; a device still follows each
-        input to its torch device, as the contract says.
+        input to its torch device, as the contract says. ``fn`` is torch's conversion for
+        parameters: ``.to(torch.float64)`` would turn a complex tensor into a real one
+        (dropping its imaginary part), so convert a complex tensor through its parts, e.g.
+        ``torch.complex(fn(t.real), fn(t.imag))``. Wrappers forward the call to the device
+        they wrap.
         """
 
     def _account(self, n: int, wall: float) -> None:

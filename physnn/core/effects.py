@@ -9,7 +9,7 @@ simulator stays differentiable with noise switched on.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
@@ -25,12 +25,19 @@ def _straight_through(y: torch.Tensor, y_measured: torch.Tensor) -> torch.Tensor
 
 @dataclass
 class Effect:
+    """One non-ideality: a seeded transform of a batch, described by plain data.
+
+    Subclasses set ``kind`` (the name descriptions use) and implement ``__call__(y, gen)``;
+    all randomness comes from ``gen``, the device's own stream, so runs are reproducible.
+    """
+
     kind: ClassVar[str] = ""
 
     def __call__(self, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
+        """The description :func:`make_effects` rebuilds this effect from."""
         return {"kind": self.kind, **asdict(self)}
 
 
@@ -41,11 +48,11 @@ class ReadoutNoise(Effect):
     kind: ClassVar[str] = "readout"
     sigma: float = 0.01
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not self.sigma >= 0:
             raise ValueError(f"readout: sigma must be >= 0, got {self.sigma}")
 
-    def __call__(self, y, gen):
+    def __call__(self, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         if self.sigma <= 0:
             return y
         noise = torch.randn(y.shape, generator=gen, device=y.device, dtype=y.dtype)
@@ -59,11 +66,11 @@ class ShotNoise(Effect):
     kind: ClassVar[str] = "shot"
     photons: float = 1000.0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not self.photons > 0:
             raise ValueError(f"shot: photons per output unit must be > 0, got {self.photons}")
 
-    def __call__(self, y, gen):
+    def __call__(self, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         counts = torch.poisson((y.detach().clamp_min(0) * self.photons), generator=gen)
         return _straight_through(y, counts.to(y.dtype) / self.photons)
 
@@ -76,13 +83,13 @@ class Saturation(Effect):
     level: float = 1.0
     mode: str = "soft"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.mode not in ("soft", "hard"):
             raise ValueError(f"saturation: mode must be 'soft' or 'hard', got {self.mode!r}")
         if not self.level > 0:
             raise ValueError(f"saturation: level must be > 0, got {self.level}")
 
-    def __call__(self, y, gen):
+    def __call__(self, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         if self.mode == "soft":
             return self.level * torch.tanh(y / self.level)
         return y.clamp(-self.level, self.level)
@@ -97,13 +104,13 @@ class Quantization(Effect):
     lo: float = 0.0
     hi: float = 1.0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not 1 <= int(self.bits) <= 32:
             raise ValueError(f"quantize: bits must be in 1..32, got {self.bits}")
         if not self.lo < self.hi:
             raise ValueError(f"quantize: range needs lo < hi, got [{self.lo}, {self.hi}]")
 
-    def __call__(self, y, gen):
+    def __call__(self, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         steps = 2 ** int(self.bits) - 1
         scale = (self.hi - self.lo) / steps
         q = torch.round((y.detach().clamp(self.lo, self.hi) - self.lo) / scale) * scale + self.lo
@@ -134,6 +141,7 @@ def make_effects(specs: Iterable[Mapping[str, Any] | Effect] | None) -> list[Eff
 
 
 def apply_effects(y: torch.Tensor, effects: list[Effect], gen: torch.Generator) -> torch.Tensor:
+    """Apply ``effects`` in order, all drawing from the one stream ``gen``."""
     for eff in effects:
         y = eff(y, gen)
     return y
@@ -156,29 +164,38 @@ class NonIdealDevice(Device):
         self.output_effects = make_effects(outputs)
         self.differentiable = inner.differentiable
 
-    def open(self):
+    def open(self) -> NonIdealDevice:
+        """Open the inner device with this wrapper."""
         self.inner.open()
-        return super().open()
+        super().open()
+        return self
 
-    def close(self):
+    def close(self) -> None:
+        """Close the inner device with this wrapper."""
         self.inner.close()
         super().close()
 
-    def _measure(self, x):
+    def apply_to_tensors(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """The inner device's tensors (effects keep none of their own)."""
+        self.inner.apply_to_tensors(fn)
+
+    def _measure(self, x: torch.Tensor) -> torch.Tensor:
         gen = self.generator(x.device)
         x = self.spec.domain.project(apply_effects(x, self.input_effects, gen))
         y = self.inner(x) if not torch.is_grad_enabled() else self.inner.forward_with_grad(x)
         return apply_effects(y, self.output_effects, gen)
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
+        """The wrapper's streams and accounting, and the inner device's under ``inner``."""
         return {**super().state_dict(), "inner": self.inner.state_dict()}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved."""
         super().load_state_dict(state)
         if "inner" in state:
             self.inner.load_state_dict(state["inner"])
 
-    def describe(self):
+    def describe(self) -> dict[str, Any]:
         """The inner description plus ``inputs``/``outputs``: what make_device rebuilds it from."""
         return {
             **self.inner.describe(),
@@ -199,12 +216,12 @@ class LinearDrift(Effect):
     kind: ClassVar[str] = "linear_drift"
     rate: float = 1e-6
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not abs(self.rate) < float("inf"):
             raise ValueError(f"linear_drift: rate must be finite, got {self.rate}")
         self._seen = 0
 
-    def __call__(self, y, gen):
+    def __call__(self, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         t = self._seen + torch.arange(y.shape[0], device=y.device, dtype=y.dtype)
         self._seen += y.shape[0]
         return y + self.rate * t.unsqueeze(1)

@@ -7,24 +7,28 @@ domain is the one :meth:`Block.to_next` applies, made differentiable (a straight
 estimator where the domain has discrete levels). No label is overlaid: the label slots keep
 their neutral value, and a prediction is one pass per sample.
 
-Real hardware cannot run this rule: it needs ``Device.forward_with_grad``. The backward pass
-runs segment by segment (digital layers, then the device, then the previous digital
-layers ...) so the ledger can tell the FLOPs of the trainable layers (phase ``train``) from
-those of differentiating through the physics (phase ``model``). The device's forward pass
-counts as a device query, not as digital FLOPs: it is what the physical system would do.
-Block 0's device is never differentiated: nothing trainable lies before it.
+Real hardware cannot run this rule: it needs ``Device.forward_with_grad``. Each device joins
+the graph through :func:`physnn.nn.physics_aware` with itself as the twin, so one
+``loss.backward()`` runs the whole backward pass, and the ledger still tells the FLOPs of the
+trainable layers (phase ``train``) from those of differentiating through the physics (phase
+``model``): the device's backward pass is charged to ``model`` and hidden from ``train``. The
+device's forward pass counts as a device query, not as digital FLOPs: it is what the
+physical system would do. Block 0's device is never differentiated: nothing trainable lies
+before it.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..core.device import Domain
+from ..nn import Twin, physics_aware
 from .ledger import LedgerFlopMeter, SampledFlops
 from .network import PhysicalNetwork
 
@@ -50,6 +54,8 @@ and direction, per sample in between (see :class:`physnn.train.ledger.SampledFlo
 
 @dataclass
 class EndToEndSettings:
+    """What the end-to-end rules (backprop, PAT) need beyond the network."""
+
     n_classes: int
     lr: float = 1e-3
     batch_size: int = 64
@@ -89,9 +95,11 @@ class Backprop:
 
     # -- state ---------------------------------------------------------------------------------
     def digital_modules(self) -> list[nn.Module]:
-        return [b.linear for b in self.net.blocks] + [self.readout]
+        """The blocks' Linears and the read-out: everything this rule trains."""
+        return [*(b.linear for b in self.net.blocks), self.readout]
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
+        """Optimizer, read-out, shuffling stream and FLOP counts: a resume is bit-exact."""
         return {
             "optimizer": self.optimizer.state_dict(),
             "readout": self.readout.state_dict(),
@@ -100,18 +108,26 @@ class Backprop:
             "model_flops": self.model_flops.state_dict(),
         }
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved."""
         self.optimizer.load_state_dict(state["optimizer"])
         self.readout.load_state_dict(state["readout"])
         self.gen.set_state(state["gen"])
         self.flops.load_state_dict(state["flops"])
         self.model_flops.load_state_dict(state.get("model_flops", {}))
 
-    # -- the device segment: what PAT changes ----------------------------------------------------
-    def device_forward(self, k: int, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(measured output, differentiable output whose backward is the device's gradient)."""
-        y = self.net.blocks[k].device.forward_with_grad(z)
-        return y.detach(), y
+    # -- the device's gradient: what PAT changes -------------------------------------------------
+    def twin(self, k: int) -> Twin:
+        """Where block ``k``'s gradient comes from: the device itself (in silico)."""
+        return self.net.blocks[k].device
+
+    def measure(self, k: int, z: torch.Tensor) -> torch.Tensor:
+        """Block ``k``'s device output, differentiable through its twin (block 0: a plain
+        query, since nothing trainable lies before it)."""
+        block = self.net.blocks[k]
+        if k == 0:
+            return block.physical(z)
+        return physics_aware(z, block.device, self.twin(k), flops=self.model_flops, name=f"block{k}")
 
     # -- training ------------------------------------------------------------------------------
     def train_epoch(self, x: torch.Tensor, y: torch.Tensor) -> list[float]:
@@ -126,39 +142,23 @@ class Backprop:
         return [total / n]
 
     def train_batch(self, xb: torch.Tensor, yb: torch.Tensor) -> float:
+        """One Adam step on the cross-entropy of a batch; returns the loss."""
         blocks, flops = self.net.blocks, self.flops
         self.optimizer.zero_grad(set_to_none=True)
-        segments = []  # (block input leaf, measurement leaf, device graph, block output)
         z = xb
         for k, block in enumerate(blocks):
-            if k == 0:
-                z_in, meas, graph = z, block.device(z), None
-            else:
-                z_in = z.detach().requires_grad_()
-                meas, graph = self.device_forward(k, z_in)
-            m = meas.detach().requires_grad_(graph is not None)
+            m = self.measure(k, z)  # a device query; its FLOPs are not the trainable layers'
             with flops.count("train"):
-                f = torch.cat([m, z_in], dim=1) if block.skip else m
+                f = torch.cat([m, z], dim=1) if block.skip else m
                 h = block.linear(f)
                 if k + 1 < len(blocks):
-                    out = to_domain(h, blocks[k + 1].device.spec.domain)
+                    z = to_domain(h, blocks[k + 1].device.spec.domain)
                 else:
-                    out = F.cross_entropy(self.readout(h), yb)
-            segments.append((z_in, m, graph, out))
-            z = out
-        loss = z
+                    z = F.cross_entropy(self.readout(h), yb)
         with flops.count("train"):
-            loss.backward()
-        for k in range(len(blocks) - 1, 0, -1):
-            z_in, m, graph, _ = segments[k]
-            if graph is not None:
-                with self.model_flops.count(f"block{k}:backward", m.shape[0]):
-                    graph.backward(m.grad)
-            with flops.count("train"):
-                segments[k - 1][3].backward(z_in.grad)
-        with flops.count("train"):
+            z.backward()  # the devices' backward passes go to model_flops, not to "train"
             self.optimizer.step()
-        return float(loss.detach())
+        return float(z.detach())
 
     # -- inference -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -177,4 +177,5 @@ class Backprop:
         return torch.cat(parts)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """The class with the highest score, per sample."""
         return self.logits(x).argmax(1)

@@ -17,13 +17,20 @@ class FlopMeter:
 
     @contextmanager
     def count(self, phase: str) -> Iterator[None]:
+        """Add the FLOPs of the wrapped block to ``phase``.
+
+        A device's measurement inside the block is not counted: :class:`physnn.nn.PhysicalLayer`
+        hides the physical system's work from every FLOP counter.
+        """
         mode = FlopCounterMode(display=False)
         with mode:
             yield
         self.totals[phase] += mode.get_total_flops()
 
     def state_dict(self) -> dict[str, int]:
+        """Totals per phase (a resumed run keeps counting from them)."""
         return dict(self.totals)
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue from :meth:`state_dict`'s totals."""
         self.totals = defaultdict(int, state)

@@ -2,19 +2,24 @@
 
 Only the Linear layers are trainable. A block's device is queried once per sample; the
 measured features are then reused for every inner optimisation step, which is what makes
-model-free local learning cheap in device queries.
+model-free local learning cheap in device queries. Each device sits in its block as a
+:class:`~physnn.nn.PhysicalLayer`, so ``net.state_dict()`` carries the devices' random
+streams and accounting with the weights: it is a complete checkpoint.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import nullcontext
+from typing import Any, overload
 
 import torch
 from torch import nn
 
-from ..core.device import Device
+from ..core.device import Device, Domain
+from ..nn import PhysicalLayer
 from .flops import FlopMeter
 
 
@@ -27,6 +32,8 @@ def fixed_unit_vector(n: int, gen: torch.Generator) -> torch.Tensor:
 class Block(nn.Module):
     """``device -> [concat(device output, block input)] -> Linear``."""
 
+    zeta: torch.Tensor
+
     def __init__(
         self,
         device: Device,
@@ -36,7 +43,7 @@ class Block(nn.Module):
         gen: torch.Generator,
     ):
         super().__init__()
-        self.device = device
+        self.physical = PhysicalLayer(device)
         self.skip = skip
         n_feat = device.spec.n_out + (device.spec.n_in if skip else 0)
         self.linear = nn.Linear(n_feat, n_hidden)
@@ -46,16 +53,42 @@ class Block(nn.Module):
             self.linear.bias.uniform_(-bound, bound, generator=gen)
         self.register_buffer("zeta", fixed_unit_vector(n_hidden, gen))
 
+    @property
+    def device(self) -> Device:
+        """The block's physical device (the black box its layer wraps)."""
+        return self.physical.device
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Measure the device (no gradient) and append the skip connection."""
-        y = self.device(x)
+        y = self.physical(x)
         return torch.cat([y, x], dim=1) if self.skip else y
 
-    def to_next(self, h: torch.Tensor, domain) -> torch.Tensor:
+    def to_next(self, h: torch.Tensor, domain: Domain) -> torch.Tensor:
         """Map a block output into the next device's input domain (per-sample min-max)."""
         h = h.detach()
         lo, hi = h.amin(1, keepdim=True), h.amax(1, keepdim=True)
         return domain.from_unit((h - lo) / (hi - lo).clamp_min(1e-12))
+
+
+class BlockList(nn.ModuleList):
+    """``nn.ModuleList`` of :class:`Block`: the same module, typed so its items are Blocks."""
+
+    def __init__(self, blocks: Iterable[Block]):
+        super().__init__(blocks)
+
+    @overload
+    def __getitem__(self, idx: slice) -> BlockList: ...
+
+    @overload
+    def __getitem__(self, idx: int) -> Block: ...
+
+    def __getitem__(self, idx: int | slice) -> Block | BlockList:
+        item = super().__getitem__(idx)
+        assert isinstance(item, Block | BlockList)
+        return item
+
+    def __iter__(self) -> Iterator[Block]:
+        return iter(self._modules.values())  # type: ignore[arg-type]
 
 
 class PhysicalNetwork(nn.Module):
@@ -63,10 +96,11 @@ class PhysicalNetwork(nn.Module):
 
     def __init__(self, blocks: Sequence[Block]):
         super().__init__()
-        self.blocks = nn.ModuleList(blocks)
+        self.blocks = BlockList(blocks)
 
     @property
     def devices(self) -> list[Device]:
+        """Every block's device, in order (what the ledger and the run log account)."""
         return [b.device for b in self.blocks]
 
     def forward(self, x: torch.Tensor, flops: FlopMeter | None = None) -> list[torch.Tensor]:
@@ -81,11 +115,21 @@ class PhysicalNetwork(nn.Module):
             outs.append(h)
         return outs
 
-    def state_dict_full(self) -> dict:
-        """Parameters plus every device's mutable state (random streams, accounting)."""
-        return {"params": self.state_dict(), "devices": [d.state_dict() for d in self.devices]}
+    def state_dict_full(self) -> dict[str, Any]:
+        """Parameters plus every device's mutable state (random streams, accounting).
 
-    def load_state_dict_full(self, state: dict) -> None:
-        self.load_state_dict(state["params"])
-        for d, s in zip(self.devices, state["devices"], strict=True):
-            d.load_state_dict(s)
+        ``state_dict()`` holds both already (the devices' state is their layers' extra
+        state); this wrapper keeps the checkpoint format the runners write.
+        """
+        return {"params": self.state_dict()}
+
+    def load_state_dict_full(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict_full`, or a checkpoint written before devices were layers
+        (weights in ``params``, device states in a ``devices`` list)."""
+        params = state["params"]
+        if "devices" in state:
+            params = OrderedDict(params)
+            params._metadata = getattr(state["params"], "_metadata", OrderedDict())  # type: ignore[attr-defined]
+            for k, s in enumerate(state["devices"]):
+                params.setdefault(f"blocks.{k}.physical._extra_state", {"device": s, "twins": []})
+        self.load_state_dict(params)

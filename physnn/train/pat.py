@@ -3,7 +3,9 @@
 The forward pass runs on the real device (a black box: a counted query); the backward pass
 uses the Jacobian of a differentiable *twin* evaluated at the same inputs. The downstream
 layers see the measured output, so the gradient is ``J_twin(x)^T dL/dy`` at the measured
-``y``: exact where the twin is exact, biased by the sim-to-real gap where it is not.
+``y``: exact where the twin is exact, biased by the sim-to-real gap where it is not. This is
+:func:`physnn.nn.physics_aware` with the twins below, on :class:`Backprop`'s network; the
+twin's forward and backward passes are charged to the ledger's ``model`` phase.
 
 Twins (``train.pat_twin``):
 
@@ -30,6 +32,7 @@ import torch
 
 from ..core import make_device
 from ..core.device import Device
+from ..nn import Twin
 from .backprop import Backprop, EndToEndSettings
 from .network import PhysicalNetwork
 
@@ -53,11 +56,11 @@ def twin_building_cost(twin: Device) -> tuple[int, int]:
     if hasattr(twin, "calibration_queries") or hasattr(twin, "fit_flops"):
         return int(getattr(twin, "calibration_queries", 0)), int(getattr(twin, "fit_flops", 0))
     fitted = getattr(twin, "twin", None)
-    fit = getattr(fitted, "fit", None)
-    if not isinstance(fit, dict) or "split" not in fit:
+    fit, model = getattr(fitted, "fit", None), getattr(fitted, "model", None)
+    if not isinstance(fit, dict) or "split" not in fit or model is None:
         return 0, 0
     split = fit["split"]
-    params = sum(p.numel() for p in fitted.model.parameters())
+    params = sum(p.numel() for p in model.parameters())
     epochs = int(fit.get("epochs_run", 0))
     queries = int(sum(split.values()))
     flops = epochs * params * (6 * int(split["train"]) + 2 * int(split["validation"]))
@@ -130,27 +133,29 @@ class PhysicsAware(Backprop):
 
     @property
     def twin_devices(self) -> list[Device]:
+        """Every block's twin devices, in block order (their state is the trainer's)."""
         return [t for parts in self.twins.values() for _, t in parts]
 
     @property
     def twin_calibration_queries(self) -> int:
+        """Device queries it took to build the twins (charged to the run's ledger)."""
         return sum(twin_building_cost(t)[0] for t in self.twin_devices)
 
     @property
     def twin_fit_flops(self) -> int:
+        """FLOPs it took to fit the twins (charged to the run's ledger)."""
         return sum(twin_building_cost(t)[1] for t in self.twin_devices)
 
-    def device_forward(self, k: int, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Measure on the device; the twin at the same input supplies the gradient."""
-        measured = self.net.blocks[k].device(z.detach())
-        with self.model_flops.count(f"block{k}:forward", z.shape[0]):
-            twin_out = sum(w * t.forward_with_grad(z) for w, t in self.twins[k])
-        return measured, twin_out
+    def twin(self, k: int) -> Twin:
+        """Block ``k``'s twin: ``(weight, device)`` pairs, mixed by their weights."""
+        return self.twins[k]
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
+        """Backprop's state plus the twins' random streams."""
         return {**super().state_dict(), "twins": [t.state_dict() for t in self.twin_devices]}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved."""
         super().load_state_dict(state)
         for t, s in zip(self.twin_devices, state["twins"], strict=True):
             t.load_state_dict(s)
