@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
+
+Index = slice | torch.Tensor | np.ndarray | Sequence[int] | Sequence[bool]
+"""What a feature matrix is indexed with: a slice, integer indices or a boolean mask."""
 
 
 class LazyFeatures:
@@ -36,16 +40,18 @@ class LazyFeatures:
 
     @property
     def shape(self) -> torch.Size:
+        """``(rows, features)``, like a tensor's."""
         return torch.Size((self.n, self.n_features))
 
     @property
     def dtype(self) -> torch.dtype:
+        """Batches are float32, whatever the store holds."""
         return torch.float32
 
     def __len__(self) -> int:
         return self.n
 
-    def _indices(self, key) -> np.ndarray:
+    def _indices(self, key: Index) -> np.ndarray:
         if isinstance(key, slice):
             return np.arange(self.n)[key]
         if isinstance(key, torch.Tensor):
@@ -59,25 +65,26 @@ class LazyFeatures:
             raise IndexError(f"index out of range for {self.n} rows")
         return idx % self.n if idx.size else idx
 
-    def __getitem__(self, key) -> torch.Tensor:
+    def __getitem__(self, key: Index) -> torch.Tensor:
         rows = torch.as_tensor(self._build(self._indices(key)), dtype=torch.float32)
         rows = rows.to(self.device)
         for t in self._transforms:
             rows = t(rows)
         return rows
 
-    def plain(self, key=slice(None)) -> np.ndarray:
+    def plain(self, key: Index = slice(None)) -> np.ndarray:
         """The bare features (no label slots, no layout), for digital reference models."""
         if self._plain is None:
             raise ValueError("this feature store has no plain view")
         return self._plain(self._indices(key))
 
-    def _copy(self, **changes) -> LazyFeatures:
+    def _copy(self, **changes: Any) -> LazyFeatures:
         new = LazyFeatures.__new__(LazyFeatures)
         new.__dict__.update(self.__dict__, **changes)
         return new
 
     def to(self, device: torch.device | str) -> LazyFeatures:
+        """The same store, building its batches on ``device``."""
         return self._copy(device=torch.device(device))
 
     def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> LazyFeatures:
@@ -90,6 +97,8 @@ Features = torch.Tensor | LazyFeatures
 
 @dataclass
 class Dataset:
+    """Train and test features and labels, and what a network needs to know about them."""
+
     name: str
     x_train: Features
     y_train: torch.Tensor
@@ -107,6 +116,7 @@ class Dataset:
 
     @property
     def n_features(self) -> int:
+        """Input width, label slots and padding included: the first device's ``n_in``."""
         return self.x_train.shape[1]
 
     def plain_features(self) -> tuple[np.ndarray, np.ndarray]:
@@ -128,6 +138,7 @@ class Dataset:
         return dataclasses.replace(self, x_train=apply(self.x_train), x_test=apply(self.x_test))
 
     def to(self, device: torch.device | str) -> Dataset:
+        """The same data set on ``device`` (lazy features build their batches there)."""
         return Dataset(
             self.name, self.x_train.to(device), self.y_train.to(device),
             self.x_test.to(device), self.y_test.to(device), self.n_classes,
@@ -199,34 +210,52 @@ def make_dataset(
         raise ValueError(f"x must be (n_samples, n_features) with n_samples = len(y) = {len(y)}, "
                          f"got shape {x.shape}")
     train, test = stratified_split(y, test_fraction, seed)
-    missing = np.isnan(x)
-    if missing.any():
-        if not impute_missing:
-            rows = np.flatnonzero(missing.any(1))
-            raise ValueError(
-                f"{name}: {rows.size} samples have missing (NaN) features (first: row "
-                f"{rows[0]}); drop them or pass impute_missing=True (training-mean imputation)"
-            )
-        empty = missing[train].all(0)
-        if empty.any():
-            col = int(np.flatnonzero(empty)[0])
-            raise ValueError(f"{name}: feature {col} is missing in every training sample")
-        fill = np.nanmean(x[train], axis=0)
-        x = np.where(missing, fill, x)
-    if scaling == "minmax":
-        lo, hi = x[train].min(0), x[train].max(0)
-        span = np.where(hi > lo, hi - lo, 1.0)
-        xs = np.clip((x - lo) / span, 0.0, 1.0)
-    else:
-        mean, std = x[train].mean(0), x[train].std(0)
-        z = (x - mean) / np.where(std > 0, std, 1.0)
-        shift = z[train].min()
-        top = (z[train] - shift).max()
-        xs = np.clip((z - shift) / (top if top > 0 else 1.0), 0.0, 1.0)
+    x = _impute(name, x, train, impute_missing)
+    xs = _scale(x, train, scaling)
     n_classes = len(class_names)
     if int(label_width) != label_width or label_width < 1:
         raise ValueError(f"label_width must be a positive integer, got {label_width}")
     slots = n_classes * int(label_width) if reserve_label_slots else 0
+    xs = _layout(name, xs, slots, pad_to)
+    xt = torch.as_tensor(xs, dtype=torch.float32)
+    yt = torch.as_tensor(y, dtype=torch.long)
+    return Dataset(name, xt[train], yt[train], xt[test], yt[test], n_classes, class_names, slots)
+
+
+def _impute(name: str, x: np.ndarray, train: np.ndarray, impute_missing: bool) -> np.ndarray:
+    """NaN entries replaced by their feature's training mean, or a ValueError when not allowed."""
+    missing = np.isnan(x)
+    if not missing.any():
+        return x
+    if not impute_missing:
+        rows = np.flatnonzero(missing.any(1))
+        raise ValueError(
+            f"{name}: {rows.size} samples have missing (NaN) features (first: row "
+            f"{rows[0]}); drop them or pass impute_missing=True (training-mean imputation)"
+        )
+    empty = missing[train].all(0)
+    if empty.any():
+        col = int(np.flatnonzero(empty)[0])
+        raise ValueError(f"{name}: feature {col} is missing in every training sample")
+    fill = np.nanmean(x[train], axis=0)
+    return np.where(missing, fill, x)
+
+
+def _scale(x: np.ndarray, train: np.ndarray, scaling: str) -> np.ndarray:
+    """Features into [0, 1] with training statistics (see :func:`make_dataset`)."""
+    if scaling == "minmax":
+        lo, hi = x[train].min(0), x[train].max(0)
+        span = np.where(hi > lo, hi - lo, 1.0)
+        return np.clip((x - lo) / span, 0.0, 1.0)
+    mean, std = x[train].mean(0), x[train].std(0)
+    z = (x - mean) / np.where(std > 0, std, 1.0)
+    shift = z[train].min()
+    top = (z[train] - shift).max()
+    return np.clip((z - shift) / (top if top > 0 else 1.0), 0.0, 1.0)
+
+
+def _layout(name: str, xs: np.ndarray, slots: int, pad_to: int | None) -> np.ndarray:
+    """Zero label slots in front of the features, zero padding behind them."""
     if slots:
         xs = np.concatenate([np.zeros((xs.shape[0], slots)), xs], axis=1)
     if pad_to is not None:
@@ -236,6 +265,4 @@ def make_dataset(
                 f"{xs.shape[1] - slots} features = {xs.shape[1]} inputs of {name}"
             )
         xs = np.concatenate([xs, np.zeros((xs.shape[0], int(pad_to) - xs.shape[1]))], axis=1)
-    xt = torch.as_tensor(xs, dtype=torch.float32)
-    yt = torch.as_tensor(y, dtype=torch.long)
-    return Dataset(name, xt[train], yt[train], xt[test], yt[test], n_classes, class_names, slots)
+    return xs

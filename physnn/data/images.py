@@ -93,21 +93,21 @@ def read_idx_folder(folder: str | Path) -> dict[str, tuple[np.ndarray, np.ndarra
         raise FileNotFoundError(f"image folder {folder} does not exist")
     out = {}
     for split, (img_stem, lab_stem) in _SPLIT_FILES.items():
-        paths = [_find(folder, img_stem), _find(folder, lab_stem)]
-        if None in paths:
-            missing = [s for s, p in zip((img_stem, lab_stem), paths, strict=True) if p is None]
+        img, lab = _find(folder, img_stem), _find(folder, lab_stem)
+        if img is None or lab is None:
+            missing = [s for s, p in ((img_stem, img), (lab_stem, lab)) if p is None]
             raise FileNotFoundError(
                 f"{folder}: missing {missing} (looked for NAME and NAME.gz in the folder, raw/, "
                 "MNIST/raw/ and FashionMNIST/raw/)"
             )
-        images, labels = read_idx(paths[0]), read_idx(paths[1])
+        images, labels = read_idx(img), read_idx(lab)
         if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
             raise ValueError(
                 f"{folder}: {split} images {images.shape} and labels {labels.shape} do not pair "
                 "(expected [N, H, W] uint8 images and N labels)"
             )
         if images.dtype != np.uint8:
-            raise ValueError(f"{paths[0]}: images must be uint8, got {images.dtype}")
+            raise ValueError(f"{img}: images must be uint8, got {images.dtype}")
         out[split] = (images, labels.astype(np.int64))
     return out
 
@@ -137,7 +137,7 @@ class SLMFrame:
     shape: tuple[int, int] = (51, 51)
     image_shape: tuple[int, int] = (28, 28)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         (h, w), (ih, iw) = self.shape, self.image_shape
         if self.n_classes + ih > h or iw > w:
             raise ValueError(
@@ -147,10 +147,12 @@ class SLMFrame:
 
     @property
     def n_pixels(self) -> int:
+        """Inputs of the device: every SLM pixel, label rows included."""
         return self.shape[0] * self.shape[1]
 
     @property
     def label_slots(self) -> int:
+        """Inputs reserved for the label overlay: one full row per class."""
         return self.n_classes * self.shape[1]
 
     @property
@@ -218,7 +220,8 @@ def _image_dataset(
     xi, yi, xt, yt = xi[tr], yi[tr], xt[te], yt[te]
     if len(slm_shape) != 2 or min(slm_shape) < 1:
         raise ValueError(f"{name}: slm_shape must be [rows, columns], got {slm_shape}")
-    frame = SLMFrame(len(classes), tuple(int(v) for v in slm_shape), tuple(xi.shape[1:]))
+    frame = SLMFrame(len(classes), (int(slm_shape[0]), int(slm_shape[1])),
+                     (int(xi.shape[1]), int(xi.shape[2])))
     if layout == "slm" and not reserve_label_slots:
         raise ValueError(f"{name}: layout 'slm' always reserves its label rows")
     slots = (frame.label_slots if layout == "slm" else len(classes)) if reserve_label_slots else 0

@@ -147,8 +147,11 @@ def read_hillenbrand_table(path: str | Path) -> VowelTable:
     if b"\x00" in raw:
         raise ValueError(f"{f} is a binary file, not the Hillenbrand vowdata.dat table")
     text = raw.decode("latin-1")
-    n_cols = len(COLUMNS)
-    tokens, groups, speakers, vowels, values = [], [], [], [], []
+    tokens: list[str] = []
+    groups: list[str] = []
+    speakers: list[int] = []
+    vowels: list[str] = []
+    values: list[list[float]] = []
     in_data = False
     for lineno, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
@@ -160,24 +163,7 @@ def read_hillenbrand_table(path: str | Path) -> VowelTable:
         if not in_data and not looks_like_row:
             continue  # free-text header
         in_data = True
-        where = f"{f}, line {lineno}"
-        m = _TOKEN.match(fields[0])
-        if m is None:
-            raise ValueError(
-                f"{where}: {fields[0]!r} is not a token name like 'w01ae' "
-                f"(group m/w/b/g, 2-digit speaker, vowel code)"
-            )
-        if len(fields) != 1 + n_cols:
-            raise ValueError(
-                f"{where}: expected a token name and {n_cols} numbers, found {len(fields)} fields"
-            )
-        try:
-            nums = [float(v) for v in fields[1:]]
-        except ValueError:
-            bad = next(v for v in fields[1:] if not _is_number(v))
-            raise ValueError(f"{where}: {bad!r} is not a number") from None
-        if any(v < 0 or not np.isfinite(v) for v in nums):
-            raise ValueError(f"{where}: values must be finite and >= 0 (0 = not measurable)")
+        m, nums = _parse_row(fields, f"{f}, line {lineno}")
         tokens.append(fields[0])
         groups.append(m.group(1))
         speakers.append(int(m.group(2)))
@@ -196,7 +182,32 @@ def read_hillenbrand_table(path: str | Path) -> VowelTable:
     )
 
 
+def _parse_row(fields: list[str], where: str) -> tuple[re.Match[str], list[float]]:
+    """One token line: its name split by :data:`_TOKEN` and its :data:`COLUMNS` values."""
+    n_cols = len(COLUMNS)
+    m = _TOKEN.match(fields[0])
+    if m is None:
+        raise ValueError(
+            f"{where}: {fields[0]!r} is not a token name like 'w01ae' "
+            f"(group m/w/b/g, 2-digit speaker, vowel code)"
+        )
+    if len(fields) != 1 + n_cols:
+        raise ValueError(
+            f"{where}: expected a token name and {n_cols} numbers, found {len(fields)} fields"
+        )
+    try:
+        nums = [float(v) for v in fields[1:]]
+    except ValueError:
+        bad = next(v for v in fields[1:] if not _is_number(v))
+        raise ValueError(f"{where}: {bad!r} is not a number") from None
+    if any(v < 0 or not np.isfinite(v) for v in nums):
+        raise ValueError(f"{where}: values must be finite and >= 0 (0 = not measurable)")
+    return m, nums
+
+
 class VowelRecordings(NamedTuple):
+    """Recordings read by :func:`read_hillenbrand_wav`, in the order asked for."""
+
     signals: list[np.ndarray]
     """One float32 array per file, samples in [-1, 1)."""
     sample_rate: int
@@ -458,28 +469,48 @@ def load_vowels(
     per class for the label overlay, and ``pad_to`` pads with zeros to that input width.
     Split: stratified, ``test_fraction`` per class, fixed by ``seed``.
     """
+    vowels = _check_options(source, scaling, missing, vowels, path, n_speakers)
+    table = _read_table(source, path, seed, n_speakers, vowels, group)
+    if features is None:
+        features = ("F1", "F2", "F3") if source == "peterson-barney" else FEATURES_12
+    features = [features] if isinstance(features, str) else list(features)
+    table, x = _feature_matrix(table, features, missing, source)
+    y = _labels(table, vowels, source, group)
+    return make_dataset(
+        f"vowels-{source}", x, y, vowels,
+        test_fraction=test_fraction, seed=seed, reserve_label_slots=reserve_label_slots,
+        label_width=label_width, scaling=scaling, pad_to=pad_to, impute_missing=True,
+    )
+
+
+def _check_options(source: str, scaling: str, missing: str, vowels: Sequence[str],
+                   path: str | Path | None, n_speakers: int | None) -> list[str]:
+    """Refuse option combinations :func:`load_vowels` cannot honour; the vowels as a list."""
     if source not in SOURCES:
         raise ValueError(f"unknown vowel source {source!r}; allowed: {', '.join(SOURCES)}")
     if scaling not in SCALINGS:
         raise ValueError(f"unknown scaling {scaling!r}; allowed: {', '.join(SCALINGS)}")
     if missing not in ("impute", "drop"):
         raise ValueError(f"missing must be 'impute' or 'drop', got {missing!r}")
-    if isinstance(vowels, str):
-        vowels = [vowels]
-    vowels = list(vowels)
-    if len(set(vowels)) != len(vowels) or len(vowels) < 2:
-        raise ValueError(f"vowels must be >= 2 distinct codes, got {vowels}")
+    codes = [vowels] if isinstance(vowels, str) else list(vowels)
+    if len(set(codes)) != len(codes) or len(codes) < 2:
+        raise ValueError(f"vowels must be >= 2 distinct codes, got {codes}")
     if path is not None and source != "hillenbrand":
         raise ValueError(f"path is only used with source='hillenbrand', not {source!r}")
     if n_speakers is not None and source != "synthetic":
         raise ValueError(f"n_speakers is only used with source='synthetic', not {source!r}")
+    return codes
 
+
+def _read_table(source: str, path: str | Path | None, seed: int, n_speakers: int | None,
+                vowels: list[str], group: str) -> VowelTable:
+    """The tokens of ``group`` and ``vowels`` from ``source``."""
     if source == "synthetic":
-        table = synthesize_vowel_table(
+        return synthesize_vowel_table(
             seed=seed, n_speakers=37 if n_speakers is None else int(n_speakers),
             vowels=vowels, group=group,
         )
-    elif source == "hillenbrand":
+    if source == "hillenbrand":
         if path is None:
             raise ValueError(
                 "source='hillenbrand' needs path=: the folder holding vowdata.dat (or the "
@@ -487,37 +518,37 @@ def load_vowels(
             )
         table = read_hillenbrand_table(path)
         _check_choice("group", group, "mwbg")
-        _check_choice("vowel", vowels, sorted(set(table.vowel)))
-        table = table.subset(groups=group, vowels=vowels)
     else:
         table = read_peterson_barney()
         _check_choice("group", group, "mwc")
-        _check_choice("vowel", vowels, sorted(set(table.vowel)))
-        table = table.subset(groups=group, vowels=vowels)
+    _check_choice("vowel", vowels, sorted(set(table.vowel)))
+    return table.subset(groups=group, vowels=vowels)
 
-    if features is None:
-        features = ("F1", "F2", "F3") if source == "peterson-barney" else FEATURES_12
-    features = [features] if isinstance(features, str) else list(features)
+
+def _feature_matrix(table: VowelTable, features: list[str], missing: str,
+                    source: str) -> tuple[VowelTable, np.ndarray]:
+    """The feature columns, without the tokens that miss one when ``missing="drop"``."""
     x = table.features(features)
     incomplete = np.isnan(x).any(1)
     if incomplete.any() and missing == "drop":
         log.info("%s: dropped %d of %d tokens with unmeasurable formants",
                  source, int(incomplete.sum()), len(x))
-        table, x = table.select(~incomplete), x[~incomplete]
-    elif incomplete.any():
+        return table.select(~incomplete), x[~incomplete]
+    if incomplete.any():
         log.info("%s: %d of %d tokens have unmeasurable formants, imputed with the training "
                  "mean", source, int(incomplete.sum()), len(x))
+    return table, x
+
+
+def _labels(table: VowelTable, vowels: list[str], source: str, group: str) -> np.ndarray:
+    """Class indices in the order of ``vowels``; every class needs two tokens to be split."""
     index = {v: i for i, v in enumerate(vowels)}
     y = np.asarray([index[v] for v in table.vowel], dtype=np.int64)
     counts = np.bincount(y, minlength=len(vowels))
     if counts.min() < 2:
         empty = [v for v, c in zip(vowels, counts, strict=True) if c < 2]
         raise ValueError(f"{source}: fewer than 2 tokens of {empty} in group {group!r}")
-    return make_dataset(
-        f"vowels-{source}", x, y, vowels,
-        test_fraction=test_fraction, seed=seed, reserve_label_slots=reserve_label_slots,
-        label_width=label_width, scaling=scaling, pad_to=pad_to, impute_missing=True,
-    )
+    return y
 
 
 def _check_choice(what: str, given: Iterable[str], allowed: Iterable[str]) -> None:

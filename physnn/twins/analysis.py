@@ -1,19 +1,64 @@
 """From raw calibration measurements to the numbers a lab needs: noise floor, SNR, dynamic
 range, saturation and drift, per output channel.
 
-Everything here is a pure function of a :class:`~physnn.twins.record.CalibrationRecord`,
-so the summary stored in a record can always be recomputed from its arrays.
+Everything here is a pure function of a record's arrays, so the summary stored in a record can
+always be recomputed from them. The record is read through :class:`RecordView`, a structural
+type: the analysis sits below :mod:`physnn.twins.record`, which calls it, and never imports it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 from scipy import stats
 
-if TYPE_CHECKING:
-    from .record import CalibrationRecord
+from ..core.device import Domain
+from .section import Section
+
+
+class RecordView(Protocol):
+    """What the analysis reads from a :class:`~physnn.twins.record.CalibrationRecord`."""
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """Name, widths, input domain and output units."""
+        ...
+
+    @property
+    def sweep(self) -> Section:
+        """The sweep: inputs and their outputs."""
+        ...
+
+    @property
+    def repeats(self) -> Section | None:
+        """Repeated passes over a few inputs (the noise floor), if measured."""
+        ...
+
+    @property
+    def drift(self) -> Section | None:
+        """Reference inputs re-measured at checkpoints, if measured."""
+        ...
+
+    @property
+    def n_in(self) -> int:
+        """Input width."""
+        ...
+
+    @property
+    def n_out(self) -> int:
+        """Output width."""
+        ...
+
+    @property
+    def domain(self) -> Domain:
+        """The input domain."""
+        ...
+
+    def summary(self) -> dict[str, Any]:
+        """The record's (cached) :func:`summarize`."""
+        ...
+
 
 SATURATION_FRACTION = 0.01
 """A channel counts as saturated when at least this share of sweep samples sits exactly at its
@@ -80,58 +125,75 @@ def linear_trend(t: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return slope, se
 
 
-def summarize(rec: CalibrationRecord) -> dict[str, Any]:
+def summarize(rec: RecordView) -> dict[str, Any]:
     """The summary stored in a record's ``/summary`` group (see ``calibration/README.md``)."""
     y = rec.sweep.outputs
-    c = y.shape[1]
     out: dict[str, Any] = {"n_samples": int(y.shape[0])}
+    out.update(_noise_floor(rec))
+    out.update(_levels(y, out["noise_floor"]))
+    out.update(_saturation(y))
+    out.update(_drift(rec.drift, out["noise_floor"]))
+    tpq = rec.spec.get("time_per_query_s", 0.0)
+    out["drift_rate_common_per_s"] = out["drift_rate_common"] / tpq if tpq > 0 else float("nan")
+    return out
 
-    # -- noise floor: repeats, else duplicated sweep inputs, else unknown ------------------------
-    noise, source, dof = np.full(c, np.nan), "none", 0
+
+def _noise_floor(rec: RecordView) -> dict[str, Any]:
+    """Noise from the repeats, else from duplicated sweep inputs, else unknown (NaN)."""
+    y = rec.sweep.outputs
+    noise, source, dof = np.full(y.shape[1], np.nan), "none", 0
     if rec.repeats is not None and rec.repeats.outputs.shape[0] >= 2:
         noise, dof = noise_from_repeats(rec.repeats.outputs)
         source = "repeats"
     elif (dup := noise_from_duplicates(rec.sweep.inputs, y)) is not None:
         noise, dof = dup
         source = "duplicate inputs"
-    out.update(noise_floor=noise, noise_source=source, noise_dof=int(dof))
-    out["noise_floor_rms"] = float(np.sqrt(np.mean(noise**2)))
+    return {"noise_floor": noise, "noise_source": source, "noise_dof": int(dof),
+            "noise_floor_rms": float(np.sqrt(np.mean(noise**2)))}
 
-    # -- signal, SNR, dynamic range -------------------------------------------------------------
+
+def _median_finite(v: np.ndarray) -> float:
+    finite = np.isfinite(v)
+    return float(np.median(v[finite])) if finite.any() else float("nan")
+
+
+def _levels(y: np.ndarray, noise: np.ndarray) -> dict[str, Any]:
+    """Signal, SNR and dynamic range: the share of the output spread that is not noise."""
     lo, hi = y.min(0), y.max(0)
-    std = y.std(0, ddof=1) if y.shape[0] > 1 else np.zeros(c)
+    std = y.std(0, ddof=1) if y.shape[0] > 1 else np.zeros(y.shape[1])
     signal = np.sqrt(np.clip(std**2 - noise**2, 0.0, None))
     with np.errstate(divide="ignore", invalid="ignore"):
         snr = signal / noise
         snr_db = 20 * np.log10(snr)
         dr_db = 20 * np.log10((hi - lo) / noise)
-    out.update(
-        out_mean=y.mean(0), out_std=std, out_min=lo, out_max=hi,
-        out_p01=np.percentile(y, 1, axis=0), out_p99=np.percentile(y, 99, axis=0),
-        signal_std=signal, snr=snr, snr_db=snr_db, dynamic_range_db=dr_db,
-    )
-    finite = np.isfinite(snr_db)
-    out["snr_db_median"] = float(np.median(snr_db[finite])) if finite.any() else float("nan")
-    finite = np.isfinite(dr_db)
-    out["dynamic_range_db_median"] = float(np.median(dr_db[finite])) if finite.any() else float("nan")
+    return {
+        "out_mean": y.mean(0), "out_std": std, "out_min": lo, "out_max": hi,
+        "out_p01": np.percentile(y, 1, axis=0), "out_p99": np.percentile(y, 99, axis=0),
+        "signal_std": signal, "snr": snr, "snr_db": snr_db, "dynamic_range_db": dr_db,
+        "snr_db_median": _median_finite(snr_db), "dynamic_range_db_median": _median_finite(dr_db),
+    }
 
-    # -- saturation: samples clipped at exactly a channel's extreme (a detector or ADC limit) ----
+
+def _saturation(y: np.ndarray) -> dict[str, Any]:
+    """Samples clipped at exactly a channel's extreme: a detector or ADC limit."""
+    lo, hi = y.min(0), y.max(0)
     span = hi - lo
     tol = 1e-9 * np.maximum(np.maximum(np.abs(hi), np.abs(lo)), 1.0)
     sat_hi = np.mean(y >= hi - tol, axis=0)
     sat_lo = np.mean(y <= lo + tol, axis=0)
     sat_hi[span == 0] = sat_lo[span == 0] = 1.0  # a constant channel says nothing: flag it
-    out.update(saturated_high=sat_hi, saturated_low=sat_lo)
     saturated = (sat_hi >= SATURATION_FRACTION) | (sat_lo >= SATURATION_FRACTION)
-    out["saturated"] = saturated
-    out["saturated_channels"] = int(saturated.sum())
+    return {"saturated_high": sat_hi, "saturated_low": sat_lo, "saturated": saturated,
+            "saturated_channels": int(saturated.sum())}
 
-    # -- drift: reference inputs re-measured at checkpoints --------------------------------------
+
+def _drift(d: Section | None, noise: np.ndarray) -> dict[str, Any]:
+    """Trend of the reference outputs over the checkpoints, per channel and in common."""
+    c = noise.shape[0]
     nan = np.full(c, np.nan)
     rate, se, total = nan, nan, nan
     common, common_se = float("nan"), float("nan")
     drifting = np.zeros(c, dtype=bool)
-    d = rec.drift
     if d is not None and d.query_index is not None and d.outputs.shape[0] >= 2:
         q = d.query_index.astype(np.float64)
         m = d.outputs.mean(1)  # [T, C]: mean over the reference inputs
@@ -146,18 +208,15 @@ def summarize(rec: CalibrationRecord) -> dict[str, Any]:
                 drifting = np.abs(rate) > crit * se
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = np.abs(total) / noise
-    out.update(
-        drift_rate_per_query=rate, drift_rate_stderr=se, drift_total=total,
-        drift_rel_noise=rel, drifting=drifting,
-        drift_rate_common=common, drift_rate_common_stderr=common_se,
-        drifting_channels=int(drifting.sum()),
-    )
-    tpq = rec.spec.get("time_per_query_s", 0.0)
-    out["drift_rate_common_per_s"] = common / tpq if tpq > 0 else float("nan")
-    return out
+    return {
+        "drift_rate_per_query": rate, "drift_rate_stderr": se, "drift_total": total,
+        "drift_rel_noise": rel, "drifting": drifting,
+        "drift_rate_common": common, "drift_rate_common_stderr": common_se,
+        "drifting_channels": int(drifting.sum()),
+    }
 
 
-def summary_text(rec: CalibrationRecord) -> str:
+def summary_text(rec: RecordView) -> str:
     """A short human-readable account of a record's summary (what ``physnn calibrate`` prints)."""
     s = rec.summary()
     units = rec.spec["output_units"]

@@ -52,9 +52,11 @@ class DriftReport:
 
     @property
     def drifted(self) -> bool:
+        """Whether any channel moved beyond its noise floor."""
         return bool(self.moved.any())
 
     def as_dict(self) -> dict[str, Any]:
+        """Plain types only, for ``--json`` and run logs."""
         return {
             "device": self.device, "record": self.record, "reference": self.reference,
             "n_inputs": self.n_inputs, "repeats": self.repeats, "noise_source": self.noise_source,
@@ -65,9 +67,11 @@ class DriftReport:
         }
 
     def json(self) -> str:
+        """:meth:`as_dict` as indented JSON."""
         return json.dumps(self.as_dict(), indent=2, default=float)
 
     def text(self, top: int = 10) -> str:
+        """The report for a person: a verdict, then the ``top`` channels that moved most."""
         n = self.moved.size
         moved = np.flatnonzero(self.moved)
         rel = self.rel_noise

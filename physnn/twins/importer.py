@@ -121,53 +121,71 @@ def _load_pairs(
     inputs: Path, outputs: Path | None, fmt: str | None, in_prefix: str, out_prefix: str,
     input_key: str, output_key: str,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Inputs, outputs and where they came from, whatever the file format."""
     kind = _format_of(inputs, fmt)
     origin: dict[str, Any] = {"format": kind, "files": [str(inputs)]}
     if kind == "csv":
-        header, a = _read_csv(inputs)
         if outputs is not None:
             origin["files"].append(str(outputs))
-            _, b = _read_csv(outputs)
-            return a, b, origin
-        if header is None:
-            raise ValueError(
-                f"{inputs} has no header: a single CSV needs named columns "
-                f"({in_prefix}0.. and {out_prefix}0..), or give inputs and outputs as two files"
-            )
-        ci, co = _columns(header, in_prefix), _columns(header, out_prefix)
-        if not ci or not co:
-            raise ValueError(
-                f"{inputs}: found {len(ci)} input columns ({in_prefix}0..) and {len(co)} output "
-                f"columns ({out_prefix}0..); need both. Header: {', '.join(header[:12])}"
-                + (" ..." if len(header) > 12 else "")
-            )
-        return a[:, ci], a[:, co], origin
+        return (*_load_csv(inputs, outputs, in_prefix, out_prefix), origin)
     if outputs is not None:
         raise ValueError(f"a separate outputs file is only for CSV; {inputs} is {kind}")
     if not inputs.is_file():
         raise FileNotFoundError(f"measurement file {inputs} does not exist")
-    if kind == "npz":
-        try:
-            z = np.load(inputs, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{inputs} is not a readable .npz file: {e}") from None
-        with z:
-            missing = [k for k in (input_key, output_key) if k not in z.files]
-            if missing:
-                raise ValueError(f"{inputs} has no array {missing[0]!r}; it holds {sorted(z.files)}")
-            return np.asarray(z[input_key], float), np.asarray(z[output_key], float), origin
+    load = _load_npz if kind == "npz" else _load_h5
+    return (*load(inputs, input_key, output_key), origin)
+
+
+def _load_csv(
+    inputs: Path, outputs: Path | None, in_prefix: str, out_prefix: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two CSV files (inputs, outputs), or one whose header names the columns."""
+    header, a = _read_csv(inputs)
+    if outputs is not None:
+        _, b = _read_csv(outputs)
+        return a, b
+    if header is None:
+        raise ValueError(
+            f"{inputs} has no header: a single CSV needs named columns "
+            f"({in_prefix}0.. and {out_prefix}0..), or give inputs and outputs as two files"
+        )
+    ci, co = _columns(header, in_prefix), _columns(header, out_prefix)
+    if not ci or not co:
+        raise ValueError(
+            f"{inputs}: found {len(ci)} input columns ({in_prefix}0..) and {len(co)} output "
+            f"columns ({out_prefix}0..); need both. Header: {', '.join(header[:12])}"
+            + (" ..." if len(header) > 12 else "")
+        )
+    return a[:, ci], a[:, co]
+
+
+def _load_npz(path: Path, input_key: str, output_key: str) -> tuple[np.ndarray, np.ndarray]:
+    """The two named arrays of an ``.npz`` file (no pickles: measured data are numbers)."""
     try:
-        f = h5py.File(inputs, "r")
+        z = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path} is not a readable .npz file: {e}") from None
+    with z:
+        missing = [k for k in (input_key, output_key) if k not in z.files]
+        if missing:
+            raise ValueError(f"{path} has no array {missing[0]!r}; it holds {sorted(z.files)}")
+        return np.asarray(z[input_key], float), np.asarray(z[output_key], float)
+
+
+def _load_h5(path: Path, input_key: str, output_key: str) -> tuple[np.ndarray, np.ndarray]:
+    """The two named datasets of an HDF5 file."""
+    try:
+        f = h5py.File(path, "r")
     except OSError as e:
-        raise ValueError(f"{inputs} is not a readable HDF5 file: {e}") from None
+        raise ValueError(f"{path} is not a readable HDF5 file: {e}") from None
     with f:
         names: list[str] = []
         f.visit(names.append)
         missing = [k for k in (input_key, output_key)
                    if k not in f or not isinstance(f[k], h5py.Dataset)]
         if missing:
-            raise ValueError(f"{inputs} has no dataset {missing[0]!r}; it holds {sorted(names)[:20]}")
-        return np.asarray(f[input_key][()], float), np.asarray(f[output_key][()], float), origin
+            raise ValueError(f"{path} has no dataset {missing[0]!r}; it holds {sorted(names)[:20]}")
+        return np.asarray(f[input_key][()], float), np.asarray(f[output_key][()], float)
 
 
 def _infer_domain(x: np.ndarray, max_levels: int = 16) -> Domain:
@@ -218,38 +236,9 @@ def import_measurements(
         return read_record(inputs)
     x, y, origin = _load_pairs(inputs, outputs, fmt, in_prefix, out_prefix, input_key, output_key)
     where = " + ".join(origin["files"])
-    for what, a in (("inputs", x), ("outputs", y)):
-        if a.ndim != 2:
-            raise ValueError(f"{where}: {what} must be 2-D [samples, width], got shape {a.shape}")
-        if a.shape[0] == 0 or a.shape[1] == 0:
-            raise ValueError(f"{where}: {what} are empty (shape {a.shape})")
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(
-            f"{where}: inputs have {x.shape[0]} rows but outputs have {y.shape[0]}; every "
-            "sample needs one row in each"
-        )
-    _check_finite("inputs", x, where)
-    _check_finite("outputs", y, where)
-    for what, want, got in (("n_in", n_in, x.shape[1]), ("n_out", n_out, y.shape[1])):
-        if want is not None and want != got:
-            raise ValueError(f"{where}: expected {what}={want} but the data are {got} wide")
-    if domain is not None and levels is not None:
-        raise ValueError("give either domain=(lo, hi) or levels, not both")
-    if levels is not None:
-        dom = Domain(levels=tuple(float(v) for v in levels))
-    elif domain is not None:
-        if len(domain) != 2:
-            raise ValueError(f"domain must be (lo, hi), got {tuple(domain)}")
-        dom = Domain(float(domain[0]), float(domain[1]))
-    else:
-        dom = _infer_domain(x)
-    bad = dom.violations(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64)))
-    if bad.any():
-        r, c = (int(v) for v in bad.nonzero()[0])
-        raise ValueError(
-            f"{where}: inputs[{r}, {c}] = {x[r, c]:.6g} is outside the domain {dom.describe()} "
-            f"({int(bad.sum())} entries); give the right domain or levels"
-        )
+    _check_pairs(x, y, where, n_in, n_out)
+    dom = _domain(x, domain, levels)
+    _check_in_domain(x, dom, where)
     origin["sha256"] = [_sha256(Path(p)) for p in origin["files"]]
     origin["domain_inferred"] = domain is None and levels is None
     spec = {
@@ -270,3 +259,47 @@ def import_measurements(
         },
     )
 
+
+def _check_pairs(x: np.ndarray, y: np.ndarray, where: str, n_in: int | None,
+                 n_out: int | None) -> None:
+    """Refuse pairs a record cannot hold, naming the file and the first bad entry."""
+    for what, a in (("inputs", x), ("outputs", y)):
+        if a.ndim != 2:
+            raise ValueError(f"{where}: {what} must be 2-D [samples, width], got shape {a.shape}")
+        if a.shape[0] == 0 or a.shape[1] == 0:
+            raise ValueError(f"{where}: {what} are empty (shape {a.shape})")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"{where}: inputs have {x.shape[0]} rows but outputs have {y.shape[0]}; every "
+            "sample needs one row in each"
+        )
+    _check_finite("inputs", x, where)
+    _check_finite("outputs", y, where)
+    for what, want, got in (("n_in", n_in, x.shape[1]), ("n_out", n_out, y.shape[1])):
+        if want is not None and want != got:
+            raise ValueError(f"{where}: expected {what}={want} but the data are {got} wide")
+
+
+def _domain(x: np.ndarray, domain: Sequence[float] | None,
+            levels: Sequence[float] | None) -> Domain:
+    """The input domain the caller gave (a range or levels), else one inferred from ``x``."""
+    if domain is not None and levels is not None:
+        raise ValueError("give either domain=(lo, hi) or levels, not both")
+    if levels is not None:
+        return Domain(levels=tuple(float(v) for v in levels))
+    if domain is not None:
+        if len(domain) != 2:
+            raise ValueError(f"domain must be (lo, hi), got {tuple(domain)}")
+        return Domain(float(domain[0]), float(domain[1]))
+    return _infer_domain(x)
+
+
+def _check_in_domain(x: np.ndarray, dom: Domain, where: str) -> None:
+    """Every input inside ``dom``: a twin is only asked about inputs the device can take."""
+    bad = dom.violations(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64)))
+    if bad.any():
+        r, c = (int(v) for v in bad.nonzero()[0])
+        raise ValueError(
+            f"{where}: inputs[{r}, {c}] = {x[r, c]:.6g} is outside the domain {dom.describe()} "
+            f"({int(bad.sum())} entries); give the right domain or levels"
+        )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,10 @@ import h5py
 import numpy as np
 
 from ..core.atomic import atomic_path
-from ..core.device import Domain
+from ..core.device import Device, DeviceSpec, Domain
+from ..core.registry import make_device
+from .analysis import summarize
+from .section import Section
 
 FORMAT = "physnn-calibration"
 FORMAT_VERSION = 1
@@ -29,38 +33,9 @@ SECTIONS = ("sweep", "repeats", "drift", "response")
 """Groups of measurements a record may hold; only ``sweep`` is required."""
 
 
-@dataclass
-class Section:
-    """One group of measurements: ``inputs`` and the ``outputs`` measured for them.
-
-    Shapes per section (``C`` = output channels):
-
-    - ``sweep``: inputs ``[N, n_in]``, outputs ``[N, C]``, query_index ``[N]``
-    - ``repeats``: inputs ``[M, n_in]``, outputs ``[R, M, C]`` (R passes), query_index ``[R]``
-    - ``drift``: inputs ``[K, n_in]``, outputs ``[T, K, C]`` (T checkpoints), query_index ``[T]``
-    - ``response``: inputs ``[P, n_in]``, outputs ``[P, C]``, query_index ``[P]``,
-      extras ``coordinate`` and ``value`` ``[P]`` (which input was varied, to what)
-
-    ``query_index`` is the device's query count (samples measured since the calibration
-    started) when the row, pass or checkpoint began: the clock drift is measured against.
-    """
-
-    inputs: np.ndarray
-    outputs: np.ndarray
-    query_index: np.ndarray | None = None
-    extras: dict[str, np.ndarray] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.inputs = np.asarray(self.inputs, dtype=np.float64)
-        self.outputs = np.asarray(self.outputs, dtype=np.float64)
-        if self.query_index is not None:
-            self.query_index = np.asarray(self.query_index, dtype=np.int64)
-        self.extras = {k: np.asarray(v) for k, v in self.extras.items()}
-
-
-def spec_dict(spec: Any) -> dict[str, Any]:
+def spec_dict(spec: DeviceSpec | Mapping[str, Any]) -> dict[str, Any]:
     """The device facts a record needs, from a :class:`DeviceSpec` or a dict."""
-    d = spec.to_dict() if hasattr(spec, "to_dict") else dict(spec)
+    d = dict(spec) if isinstance(spec, Mapping) else spec.to_dict()
     dom = dict(d.get("domain", {}))
     if dom.get("levels") is not None:
         dom["levels"] = [float(v) for v in dom["levels"]]
@@ -108,14 +83,17 @@ class CalibrationRecord:
     # -- facts ---------------------------------------------------------------------------------
     @property
     def n_in(self) -> int:
-        return self.spec["n_in"]
+        """Input width of the measured device."""
+        return int(self.spec["n_in"])
 
     @property
     def n_out(self) -> int:
-        return self.spec["n_out"]
+        """Output width (channels) of the measured device."""
+        return int(self.spec["n_out"])
 
     @property
     def domain(self) -> Domain:
+        """The input domain, rebuilt from the spec so a record needs no device to be read."""
         d = self.spec["domain"]
         if "levels" in d:
             return Domain(levels=tuple(d["levels"]))
@@ -123,19 +101,20 @@ class CalibrationRecord:
 
     @property
     def inputs(self) -> np.ndarray:
+        """The sweep inputs: what a twin is fitted on."""
         return self.sweep.inputs
 
     @property
     def outputs(self) -> np.ndarray:
+        """The sweep outputs: what a twin is fitted to."""
         return self.sweep.outputs
 
     def sections(self) -> dict[str, Section]:
+        """The sections this record holds, in :data:`SECTIONS` order (the file's order)."""
         return {k: s for k in SECTIONS if (s := getattr(self, k)) is not None}
 
-    def make_device(self, **overrides: Any):
+    def make_device(self, **overrides: Any) -> Device:
         """Rebuild the device this record was measured on from its stored description."""
-        from ..core import make_device
-
         if self.device is None:
             raise ValueError(
                 "this record holds no device description (imported measurements): name the device"
@@ -184,8 +163,6 @@ class CalibrationRecord:
     def summary(self) -> dict[str, Any]:
         """Per-channel noise floor, SNR, dynamic range, saturation and drift (cached)."""
         if self._summary is None:
-            from .analysis import summarize
-
             self._summary = summarize(self)
         return self._summary
 
@@ -267,19 +244,7 @@ def read_record(path: str | Path, *, allow_incomplete: bool = False) -> Calibrat
                 f"{path} is an incomplete calibration (status {status!r}): it was interrupted "
                 "before the end; rerun the calibration"
             )
-        sections = {}
-        for name in SECTIONS:
-            if name not in f:
-                continue
-            g = f[name]
-            sections[name] = Section(
-                inputs=g["inputs"][()],
-                outputs=g["outputs"][()],
-                query_index=g["query_index"][()] if "query_index" in g else None,
-                extras={
-                    k: g[k][()] for k in g if k not in ("inputs", "outputs", "query_index")
-                },
-            )
+        sections = _read_sections(f)
         if "sweep" not in sections:
             raise ValueError(f"{path}: calibration record without a sweep group")
         rec = CalibrationRecord(
@@ -288,8 +253,25 @@ def read_record(path: str | Path, *, allow_incomplete: bool = False) -> Calibrat
             provenance=json.loads(f.attrs["provenance_json"]),
             status=status,
             path=path,
-            **sections,
+            sweep=sections["sweep"],
+            repeats=sections.get("repeats"),
+            drift=sections.get("drift"),
+            response=sections.get("response"),
         )
     return rec
 
 
+def _read_sections(f: h5py.File) -> dict[str, Section]:
+    """Every section group in an open record file; extra datasets become extras."""
+    sections = {}
+    for name in SECTIONS:
+        if name not in f:
+            continue
+        g = f[name]
+        sections[name] = Section(
+            inputs=g["inputs"][()],
+            outputs=g["outputs"][()],
+            query_index=g["query_index"][()] if "query_index" in g else None,
+            extras={k: g[k][()] for k in g if k not in ("inputs", "outputs", "query_index")},
+        )
+    return sections

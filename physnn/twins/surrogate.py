@@ -25,382 +25,133 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import io
 import json
-import math
 import re
-import time
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
-from .._version import __version__
-from ..core.atomic import atomic_path
-from ..core.device import Device, DeviceSpec, Domain
+from ..core.device import Device, DeviceSpec
 from ..core.effects import Effect, apply_effects, make_effects
+from ..core.registry import make_device
+from .fit import FitSettings, fit_surrogate
+from .importer import import_measurements
+from .mlp import ACTIVATIONS, ARCH_KEYS, Fourier, Square, build_mlp
+from .sweep import CalibrationSettings, calibrate
+from .twin import TWIN_FORMAT, TWIN_FORMAT_VERSION, Twin, fidelity
 
-TWIN_FORMAT = "physnn-surrogate"
-TWIN_FORMAT_VERSION = 1
-class Square(nn.Module):
-    """``x**2``: the response of a square-law detector (camera, power meter), so a twin of
-    one can represent ``|T x|^2`` exactly with one hidden layer."""
+__all__ = [
+    "ACTIVATIONS", "ARCH_KEYS", "FitSettings", "Fourier", "Square", "Surrogate", "TWIN_FORMAT",
+    "TWIN_FORMAT_VERSION", "Twin", "build_mlp", "fidelity", "fit_surrogate",
+]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * x
-
-
-ARCH_KEYS = ("hidden", "activation", "fourier")
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh, "square": Square,
-}
-
-
-@dataclass
-class FitSettings:
-    """How a twin is fitted. ``holdout`` and ``validation`` are fractions of the sweep."""
-
-    hidden: tuple[int, ...] = (256, 256)
-    activation: str = "silu"
-    fourier: int = 0
-    """Periodic input features cos/sin(k pi u), k = 1..fourier (0: none); see :class:`Fourier`."""
-    holdout: float = 0.15
-    """Test split: never used in fitting; the fidelity figures come from it."""
-    validation: float = 0.15
-    """Validation split: early stopping and learning-rate decay watch it."""
-    epochs: int = 400
-    """Upper bound on epochs; early stopping usually ends sooner."""
-    patience: int = 25
-    lr: float = 2e-3
-    batch_size: int = 256
-    weight_decay: float = 0.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        self.hidden = tuple(int(h) for h in self.hidden)
-        problems = [
-            (all(h >= 1 for h in self.hidden), f"hidden widths must be >= 1, got {self.hidden}"),
-            (self.activation in ACTIVATIONS,
-             f"activation {self.activation!r} is unknown; allowed: {sorted(ACTIVATIONS)}"),
-            (0 < self.holdout < 1 and 0 < self.validation < 1 and self.holdout + self.validation < 1,
-             f"holdout={self.holdout} and validation={self.validation} must be in (0, 1) and sum "
-             "to less than 1"),
-            (self.fourier >= 0, f"fourier must be >= 0, got {self.fourier}"),
-            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
-            (self.patience >= 1, f"patience must be >= 1, got {self.patience}"),
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
-        ]
-        for ok, msg in problems:
-            if not ok:
-                raise ValueError(f"surrogate fit: {msg}")
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> FitSettings:
-        try:
-            return cls(**dict(d or {}))
-        except TypeError as e:
-            raise ValueError(
-                f"surrogate fit: {e}; allowed settings: {sorted(cls.__dataclass_fields__)}"
-            ) from None
-
-
-class Fourier(nn.Module):
-    """Input features ``[u, cos(k pi u), sin(k pi u)]`` for ``k = 1..terms``, ``u`` in [-1, 1]:
-    periodic responses (phase-encoded inputs) become easy for the layers above."""
-
-    def __init__(self, terms: int):
-        super().__init__()
-        self.register_buffer("k", math.pi * torch.arange(1, terms + 1, dtype=torch.float32))
-
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
-        a = (u.unsqueeze(-1) * self.k).flatten(-2)
-        return torch.cat([u, torch.cos(a), torch.sin(a)], dim=-1)
-
-
-def build_mlp(
-    n_in: int, n_out: int, arch: Mapping[str, Any], gen: torch.Generator | None = None,
-) -> nn.Sequential:
-    """The twin's MLP (``arch``: hidden widths, activation, Fourier terms). With ``gen`` its
-    weights are drawn from it (torch's default initialisation, uniform in +-1/sqrt(fan_in)),
-    leaving the global random stream alone; without, they are left uninitialised, to be loaded.
-    """
-    terms = int(arch.get("fourier", 0))
-    layers: list[nn.Module] = [Fourier(terms)] if terms else []
-    width = n_in * (1 + 2 * terms)
-    with torch.device("meta"):
-        for h in arch["hidden"]:
-            layers += [nn.Linear(width, h), ACTIVATIONS[arch["activation"]]()]
-            width = h
-        layers.append(nn.Linear(width, n_out))
-    model = nn.Sequential(*layers).to_empty(device="cpu")
-    if terms:
-        model[0].k = math.pi * torch.arange(1, terms + 1, dtype=torch.float32)
-    with torch.no_grad():
-        for m in model if gen is not None else ():
-            if isinstance(m, nn.Linear):
-                bound = 1 / math.sqrt(m.in_features)
-                m.weight.uniform_(-bound, bound, generator=gen)
-                m.bias.uniform_(-bound, bound, generator=gen)
-    return model
-
-
-def fidelity(pred: np.ndarray, target: np.ndarray, noise_floor: np.ndarray | None = None) -> dict:
-    """NMSE (MSE over the target's variance) and R^2 = 1 - NMSE per output, and overall (the
-    mean over outputs with non-zero variance); ``nmse_pooled`` weighs outputs by variance;
-    ``nmse_noise_floor`` is the NMSE that measurement noise alone would cause."""
-    mse = np.mean((pred - target) ** 2, axis=0)
-    var = np.var(target, axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        nmse = np.where(var > 0, mse / var, np.nan)
-    ok = np.isfinite(nmse)
-    overall = float(np.mean(nmse[ok])) if ok.any() else float("nan")
-    out = {
-        "n": int(target.shape[0]),
-        "nmse": nmse.tolist(),
-        "r2": (1 - nmse).tolist(),
-        "nmse_overall": overall,
-        "r2_overall": 1 - overall,
-        "nmse_pooled": float(mse.sum() / var.sum()) if var.sum() > 0 else float("nan"),
-        "constant_outputs": int((~ok).sum()),
-    }
-    if noise_floor is not None and np.isfinite(noise_floor).all():
-        with np.errstate(divide="ignore", invalid="ignore"):
-            floor = np.where(var > 0, noise_floor**2 / var, np.nan)
-        out["nmse_noise_floor"] = float(np.mean(floor[ok])) if ok.any() else float("nan")
-    return out
-
-
-@dataclass
-class Twin:
-    """A fitted model of a device: the MLP, its normalisation, fidelity and provenance."""
-
-    model: nn.Sequential
-    spec: dict[str, Any]
-    y_mean: torch.Tensor
-    y_std: torch.Tensor
-    fidelity: dict[str, Any]
-    source: dict[str, Any]
-    fit: dict[str, Any]
-    noise_floor: torch.Tensor | None = None
-    created: str = ""
-    path: Path | None = None
-
-    @property
-    def n_in(self) -> int:
-        return int(self.spec["n_in"])
-
-    @property
-    def n_out(self) -> int:
-        return int(self.spec["n_out"])
-
-    @property
-    def domain(self) -> Domain:
-        d = self.spec["domain"]
-        return Domain(levels=tuple(d["levels"])) if "levels" in d else Domain(d["lo"], d["hi"])
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Inputs from the device's domain to [-1, 1]."""
-        d = self.spec["domain"]
-        return (x - d["lo"]) * (2.0 / (d["hi"] - d["lo"])) - 1.0
-
-    def predict(self, x: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
-        """The twin's output for ``x`` (differentiable when autograd is on)."""
-        m = model if model is not None else self.model
-        z = m(self.normalize(x).to(torch.float32))
-        return (z * self.y_std.to(z.device) + self.y_mean.to(z.device)).to(x.dtype)
-
-    def save(self, path: str | Path) -> Path:
-        """Write the twin to ``path`` atomically (a ``.pt`` file loadable with weights_only)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "format": TWIN_FORMAT,
-            "format_version": TWIN_FORMAT_VERSION,
-            "physnn_version": __version__,
-            "created": self.created,
-            "spec": self.spec,
-            "arch": {k: self.fit["settings"][k] for k in ARCH_KEYS},
-            "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "y_mean": self.y_mean.cpu(),
-            "y_std": self.y_std.cpu(),
-            "noise_floor": None if self.noise_floor is None else self.noise_floor.cpu(),
-            "fidelity": self.fidelity,
-            "source": self.source,
-            "fit": self.fit,
-        }
-        buf = io.BytesIO()
-        torch.save(payload, buf)
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(buf.getvalue())
-        self.path = path
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> Twin:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"surrogate twin {path} does not exist")
-        try:
-            p = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a twin"
-            raise ValueError(f"{path} is not a readable surrogate twin file: {e}") from None
-        if not isinstance(p, dict) or p.get("format") != TWIN_FORMAT:
-            raise ValueError(f"{path} is not a physnn surrogate twin (see 'physnn fit')")
-        if int(p["format_version"]) > TWIN_FORMAT_VERSION:
-            raise ValueError(f"{path} has twin format version {p['format_version']}; upgrade physnn")
-        spec = p["spec"]
-        model = build_mlp(spec["n_in"], spec["n_out"], p["arch"])
-        model.load_state_dict(p["state_dict"])
-        model.eval()
-        return cls(model=model, spec=spec, y_mean=p["y_mean"], y_std=p["y_std"],
-                   fidelity=p["fidelity"], source=p["source"], fit=p["fit"],
-                   noise_floor=p["noise_floor"], created=p.get("created", ""), path=path)
-
-    def fidelity_text(self, split: str = "test") -> str:
-        f = self.fidelity[split]
-        nmse = np.asarray(f["nmse"], dtype=float)
-        ok = np.isfinite(nmse)
-        lines = [
-            f"twin of {self.spec['name']} ({self.n_in} -> {self.n_out}), MLP "
-            f"{list(self.fit['settings']['hidden'])} {self.fit['settings']['activation']}, "
-            f"best epoch {self.fit['best_epoch']} of {self.fit['epochs_run']}",
-            f"held-out {split} split ({f['n']} samples): NMSE {f['nmse_overall']:.4g} "
-            f"(R^2 {f['r2_overall']:.4f}); pooled NMSE {f['nmse_pooled']:.4g}",
-        ]
-        if ok.any():
-            worst = int(np.nanargmax(nmse))
-            lines.append(
-                f"per output NMSE: median {np.median(nmse[ok]):.4g}, worst {nmse[worst]:.4g} "
-                f"(output {worst})"
-            )
-        if "nmse_noise_floor" in f:
-            lines.append(f"NMSE that the measurement noise alone causes: {f['nmse_noise_floor']:.4g}")
-        if f["constant_outputs"]:
-            lines.append(f"{f['constant_outputs']} constant outputs excluded from the averages")
-        return "\n".join(lines)
-
-
-def fit_surrogate(
-    record: Any,
-    *,
-    settings: FitSettings | Mapping[str, Any] | None = None,
-    out: str | Path | None = None,
-    source_key: str | None = None,
-    progress: bool = True,
-    **overrides: Any,
-) -> Twin:
-    """Fit a twin to a calibration record (object or path) and optionally save it to ``out``.
-
-    ``overrides`` set :class:`FitSettings` fields (``hidden=(128, 128)``, ``epochs=50``...).
-    """
-    from .record import CalibrationRecord, read_record
-
-    rec = record if isinstance(record, CalibrationRecord) else read_record(record)
-    base = settings if isinstance(settings, FitSettings) else FitSettings.from_dict(settings)
-    s = FitSettings.from_dict({**asdict(base), **overrides}) if overrides else base
-    x_all = torch.as_tensor(rec.inputs, dtype=torch.float32)
-    y_all = torch.as_tensor(rec.outputs, dtype=torch.float32)
-    n = x_all.shape[0]
-    n_test, n_val = round(s.holdout * n), round(s.validation * n)
-    if n < 10 or min(n_test, n_val, n - n_test - n_val) < 1:
-        raise ValueError(
-            f"surrogate fit: {n} samples are too few for a train / validation / test split "
-            f"({s.holdout:g} / {s.validation:g} held out); measure at least 10, better thousands"
-        )
-    gen = torch.Generator().manual_seed(s.seed)
-    perm = torch.randperm(n, generator=gen)
-    i_test, i_val, i_train = perm[:n_test], perm[n_test : n_test + n_val], perm[n_test + n_val :]
-
-    y_mean = y_all[i_train].mean(0)
-    y_std = y_all[i_train].std(0) if i_train.numel() > 1 else torch.ones(rec.n_out)
-    y_std = torch.where(y_std > 1e-8 * (1 + y_mean.abs()), y_std, torch.ones_like(y_std))
-    init = torch.Generator().manual_seed(s.seed)
-    model = build_mlp(rec.n_in, rec.n_out, asdict(s), gen=init)
-    twin = Twin(model=model, spec=rec.spec, y_mean=y_mean, y_std=y_std, fidelity={}, source={}, fit={})
-    xn = twin.normalize(x_all)
-    zn = (y_all - y_mean) / y_std
-    opt = torch.optim.Adam(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=max(1, s.patience // 3))
-    loss_fn = nn.MSELoss()
-
-    def val_loss() -> float:
-        with torch.no_grad():
-            return float(loss_fn(model(xn[i_val]), zn[i_val]))
-
-    best, best_epoch, best_state = val_loss(), 0, copy.deepcopy(model.state_dict())
-    history: list[float] = [best]
-    t0 = time.perf_counter()
-    bar = tqdm(range(1, s.epochs + 1), desc=f"fitting twin of {rec.spec['name']}", unit="epoch",
-               disable=None if progress else True, leave=False)
-    epoch = 0
-    for epoch in bar:
-        model.train()
-        order = i_train[torch.randperm(i_train.numel(), generator=gen)]
-        for start in range(0, order.numel(), s.batch_size):
-            idx = order[start : start + s.batch_size]
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xn[idx]), zn[idx])
-            loss.backward()
-            opt.step()
-        model.eval()
-        v = val_loss()
-        history.append(v)
-        sched.step(v)
-        if v < best * (1 - 1e-4):
-            best, best_epoch, best_state = v, epoch, copy.deepcopy(model.state_dict())
-        bar.set_postfix(val_nmse=f"{v:.4g}", best=f"{best:.4g}")
-        if epoch - best_epoch >= s.patience:
-            break
-    bar.close()
-    model.load_state_dict(best_state)
-    model.eval()
-
-    summary = rec.summary()
-    noise = summary["noise_floor"] if summary["noise_source"] != "none" else None
-    with torch.no_grad():
-        fid = {}
-        for name, idx in (("train", i_train), ("validation", i_val), ("test", i_test)):
-            pred = twin.predict(x_all[idx]).double().numpy()
-            fid[name] = fidelity(pred, rec.outputs[idx.numpy()], noise)
-    twin.fidelity = fid
-    twin.noise_floor = None if noise is None else torch.as_tensor(noise, dtype=torch.float32)
-    twin.source = {
-        "key": source_key,
-        "record_fingerprint": rec.fingerprint(),
-        "record_path": str(rec.path.resolve()) if rec.path is not None else None,
-        "record_provenance": rec.provenance,
-        "device": rec.device,
-    }
-    twin.fit = {
-        "settings": {**asdict(s), "hidden": list(s.hidden)},
-        "epochs_run": epoch,
-        "best_epoch": best_epoch,
-        "validation_loss": history,
-        "split": {"train": int(i_train.numel()), "validation": int(i_val.numel()),
-                  "test": int(i_test.numel())},
-        "wall_time_s": time.perf_counter() - t0,
-    }
-    twin.created = datetime.now(UTC).isoformat(timespec="seconds")
-    twin.source = json.loads(json.dumps(twin.source, default=str))  # plain types: weights_only
-    if out is not None:
-        twin.save(out)
-    return twin
+Noise = str | list[Mapping[str, Any] | Effect] | None
+"""``"measured"``, a list of non-idealities, or none."""
 
 
 def _key(payload: dict[str, Any]) -> str:
+    """A cache key: the hash of everything that decides what a fitted twin is."""
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _slug(text: str) -> str:
+    """``text`` as a safe file-name stem."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "device"
+
+
+def _load_or_fit(target: Path, key: str, fit_fn: Callable[[], Twin]) -> Twin:
+    """The twin cached at ``target`` if it was fitted for ``key``, else a fresh fit."""
+    if target.is_file():
+        twin = Twin.load(target)
+        if twin.source.get("key") != key:
+            raise ValueError(
+                f"surrogate: {target} was fitted from a different source or with different "
+                "settings than this description asks for; delete it or choose another path"
+            )
+        return twin
+    return fit_fn()
+
+
+def _twin_of_device(of: str | Mapping[str, Any], params: dict[str, Any], n_in: int | None,
+                    seed: int, calibration: Mapping[str, Any] | None,
+                    fit: Mapping[str, Any] | None, cache: Path, path: Path | None,
+                    progress: bool) -> Twin:
+    """Calibrate the described device and fit a twin to it, both cached under ``cache``."""
+    desc: dict[str, Any] = {"kind": of} if isinstance(of, str) else dict(of)
+    desc.update(params)
+    if n_in is not None:
+        desc["n_in"] = int(n_in)
+    desc["seed"] = seed
+    if desc.get("kind") == "surrogate":
+        raise ValueError("surrogate: 'of' must name a device to calibrate, not another surrogate")
+    try:
+        cal = CalibrationSettings(**dict(calibration or {}))
+    except TypeError as e:
+        raise ValueError(f"surrogate calibration: {e}; allowed: "
+                         f"{sorted(CalibrationSettings.__dataclass_fields__)}") from None
+    fs = FitSettings.from_dict(fit)
+    key = _key({"of": desc, "calibration": asdict(cal), "fit": asdict(fs),
+                "format": TWIN_FORMAT_VERSION})
+    stem = f"{_slug(str(desc.get('kind')))}-n{desc.get('n_in', 'default')}-s{seed}-{key[:12]}"
+    target = path or cache / f"{stem}.pt"
+
+    def fit_fn() -> Twin:
+        dev = make_device(desc)
+        rec = calibrate(dev, settings=cal, out=target.with_suffix(".h5"), progress=progress,
+                        command=f"surrogate of {desc.get('kind')} (seed {seed})")
+        return fit_surrogate(rec, settings=fs, out=target, source_key=key, progress=progress)
+
+    return _load_or_fit(target, key, fit_fn)
+
+
+def _twin_of_record(record: Path, fit: Mapping[str, Any] | None, cache: Path, path: Path | None,
+                    progress: bool) -> Twin:
+    """Fit a twin to a record or measured pairs (imported on the fly), cached under ``cache``."""
+    rec = import_measurements(record, command=f"surrogate record={record}")
+    fs = FitSettings.from_dict(fit)
+    key = _key({"record": rec.fingerprint(), "fit": asdict(fs), "format": TWIN_FORMAT_VERSION})
+    target = path or cache / f"{_slug(record.stem)}-{key[:12]}.pt"
+    if rec.path is None:
+        rec.path = record
+    return _load_or_fit(
+        target, key,
+        lambda: fit_surrogate(rec, settings=fs, out=target, source_key=key, progress=progress),
+    )
+
+
+def _find_twin(path: str | Path | None, record: str | Path | None,
+               of: str | Mapping[str, Any] | None, params: dict[str, Any], n_in: int | None,
+               seed: int, calibration: Mapping[str, Any] | None, fit: Mapping[str, Any] | None,
+               cache: Path, progress: bool) -> Twin:
+    """The twin a description names: fitted to ``of`` or ``record`` (cached), or a file."""
+    fill = {"seed": seed, "block": seed % 1000}
+    target = Path(str(path).format(**fill)) if path is not None else None
+    if of is not None:
+        return _twin_of_device(of, params, n_in, seed, calibration, fit, cache, target, progress)
+    if record is not None:
+        return _twin_of_record(Path(str(record).format(**fill)), fit, cache, target, progress)
+    if target is not None:
+        return Twin.load(target)
+    raise ValueError(
+        "surrogate: say where the twin comes from: path=TWIN.pt (from 'physnn fit'), "
+        "record=RECORD.h5|PAIRS.csv, or of=DEVICE (calibrated and fitted on first use)"
+    )
+
+
+def _noise_effects(noise: Noise, twin: Twin) -> list[Effect]:
+    """The non-idealities ``noise`` asks for; ``"measured"`` needs a twin with a noise floor."""
+    if noise == "measured" and twin.noise_floor is None:
+        raise ValueError("surrogate: noise='measured' needs a record with a noise floor "
+                         "(calibrate with repeats, or import data with repeated inputs)")
+    if isinstance(noise, str) and noise != "measured":
+        raise ValueError(
+            f"surrogate: noise must be 'measured' or a list of non-idealities, got {noise!r}"
+        )
+    return [] if isinstance(noise, str) else make_effects(noise)
 
 
 class Surrogate(Device):
@@ -421,7 +172,7 @@ class Surrogate(Device):
         n_in: int | None = None,
         seed: int = 0,
         clip: bool = False,
-        noise: str | list[Mapping[str, Any] | Effect] | None = None,
+        noise: Noise = None,
         calibration: Mapping[str, Any] | None = None,
         fit: Mapping[str, Any] | None = None,
         cache: str | Path = "twins",
@@ -440,22 +191,9 @@ class Surrogate(Device):
             )
         if of is not None and record is not None:
             raise ValueError("surrogate: give either 'of' (a device to calibrate) or 'record', not both")
-        fill = {"seed": seed, "block": seed % 1000}
-        path = Path(str(path).format(**fill)) if path is not None else None
         if twin is None:
-            if of is not None:
-                twin = self._from_device(of, device_params, n_in, seed, calibration, fit,
-                                         Path(cache), path, progress)
-            elif record is not None:
-                twin = self._from_record(Path(str(record).format(**fill)), fit, Path(cache), path,
-                                         progress)
-            elif path is not None:
-                twin = Twin.load(path)
-            else:
-                raise ValueError(
-                    "surrogate: say where the twin comes from: path=TWIN.pt (from 'physnn fit'), "
-                    "record=RECORD.h5|PAIRS.csv, or of=DEVICE (calibrated and fitted on first use)"
-                )
+            twin = _find_twin(path, record, of, device_params, n_in, seed, calibration, fit,
+                              Path(cache), progress)
         if n_in is not None and int(n_in) != twin.n_in:
             raise ValueError(
                 f"surrogate: the twin {twin.path or '(in memory)'} was fitted to a device with "
@@ -472,74 +210,8 @@ class Surrogate(Device):
         )
         super().__init__(spec, seed=seed, clip=clip)
         self.measured_noise = noise == "measured"
-        if self.measured_noise and twin.noise_floor is None:
-            raise ValueError("surrogate: noise='measured' needs a record with a noise floor "
-                             "(calibrate with repeats, or import data with repeated inputs)")
-        if isinstance(noise, str) and not self.measured_noise:
-            raise ValueError(
-                f"surrogate: noise must be 'measured' or a list of non-idealities, got {noise!r}"
-            )
-        self.noise = [] if isinstance(noise, str) else make_effects(noise)
+        self.noise = _noise_effects(noise, twin)
         self._models: dict[str, nn.Module] = {}
-
-    # -- where the twin comes from ----------------------------------------------------------------
-    @staticmethod
-    def _load_or_fit(target: Path, key: str, fit_fn) -> Twin:
-        if target.is_file():
-            twin = Twin.load(target)
-            if twin.source.get("key") != key:
-                raise ValueError(
-                    f"surrogate: {target} was fitted from a different source or with different "
-                    "settings than this description asks for; delete it or choose another path"
-                )
-            return twin
-        return fit_fn()
-
-    @classmethod
-    def _from_device(cls, of, params, n_in, seed, calibration, fit, cache, path, progress) -> Twin:
-        from ..core.registry import make_device
-        from .sweep import CalibrationSettings, calibrate
-
-        desc = {"kind": of} if isinstance(of, str) else dict(of)
-        desc.update(params)
-        if n_in is not None:
-            desc["n_in"] = int(n_in)
-        desc["seed"] = seed
-        if desc.get("kind") == "surrogate":
-            raise ValueError("surrogate: 'of' must name a device to calibrate, not another surrogate")
-        try:
-            cal = CalibrationSettings(**dict(calibration or {}))
-        except TypeError as e:
-            raise ValueError(f"surrogate calibration: {e}; allowed: "
-                             f"{sorted(CalibrationSettings.__dataclass_fields__)}") from None
-        fs = FitSettings.from_dict(fit)
-        key = _key({"of": desc, "calibration": asdict(cal), "fit": asdict(fs),
-                    "format": TWIN_FORMAT_VERSION})
-        stem = f"{_slug(str(desc.get('kind')))}-n{desc.get('n_in', 'default')}-s{seed}-{key[:12]}"
-        target = path or cache / f"{stem}.pt"
-
-        def fit_fn() -> Twin:
-            dev = make_device(desc)
-            rec = calibrate(dev, settings=cal, out=target.with_suffix(".h5"), progress=progress,
-                            command=f"surrogate of {desc.get('kind')} (seed {seed})")
-            return fit_surrogate(rec, settings=fs, out=target, source_key=key, progress=progress)
-
-        return cls._load_or_fit(target, key, fit_fn)
-
-    @classmethod
-    def _from_record(cls, record: Path, fit, cache, path, progress) -> Twin:
-        from .importer import import_measurements
-
-        rec = import_measurements(record, command=f"surrogate record={record}")
-        fs = FitSettings.from_dict(fit)
-        key = _key({"record": rec.fingerprint(), "fit": asdict(fs), "format": TWIN_FORMAT_VERSION})
-        target = path or cache / f"{_slug(record.stem)}-{key[:12]}.pt"
-        if rec.path is None:
-            rec.path = record
-        return cls._load_or_fit(
-            target, key,
-            lambda: fit_surrogate(rec, settings=fs, out=target, source_key=key, progress=progress),
-        )
 
     # -- the contract --------------------------------------------------------------------------
     @property
@@ -556,12 +228,13 @@ class Surrogate(Device):
     def _measure(self, x: torch.Tensor) -> torch.Tensor:
         y = self.twin.predict(x, self._model(x.device))
         gen = self.generator(x.device)
-        if self.measured_noise:
-            sigma = self.twin.noise_floor.to(device=x.device, dtype=x.dtype)
+        floor = self.twin.noise_floor
+        if self.measured_noise and floor is not None:  # __init__ refuses measured without one
+            sigma = floor.to(device=x.device, dtype=x.dtype)
             y = y + sigma * torch.randn(y.shape, generator=gen, device=x.device, dtype=x.dtype)
         return apply_effects(y, self.noise, gen)
 
-    def plot(self, fig, x: torch.Tensor) -> bool:
+    def plot(self, fig: Any, x: torch.Tensor) -> bool:
         """The twin's outputs for a few inputs, with its held-out fidelity."""
         ax = fig.subplots()
         with torch.no_grad():

@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from .._version import __version__
-from ..core.device import Device, Domain
+from ..core.device import Device, DeviceSpec, Domain
 from .record import CalibrationRecord, Section, write_record
 
 
@@ -87,6 +87,7 @@ def uniform_inputs(domain: Domain, n: int, n_in: int, gen: torch.Generator,
 
 def _response_plan(domain: Domain, n_in: int, s: CalibrationSettings, gen: torch.Generator,
                    dtype: torch.dtype) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """Response-curve inputs: a random base input with one coordinate stepped at a time."""
     k = min(s.response_coordinates, n_in)
     if k == 0:
         return torch.empty(0, n_in, dtype=dtype), np.empty(0, np.int64), np.empty(0)
@@ -108,6 +109,7 @@ def _response_plan(domain: Domain, n_in: int, s: CalibrationSettings, gen: torch
 
 def _provenance(device: Device, settings: CalibrationSettings, seed: int, command: str | None,
                 inputs_kind: str, started: str, wall: float) -> dict[str, Any]:
+    """Who measured what, when and how: enough to rerun the calibration."""
     return {
         "source": "calibrate",
         "created": started,
@@ -119,6 +121,159 @@ def _provenance(device: Device, settings: CalibrationSettings, seed: int, comman
         "wall_time_s": wall,
         "device_accounting": device.accounting.as_dict(),
     }
+
+
+def _with_overrides(
+    settings: CalibrationSettings | None, overrides: dict[str, Any],
+) -> CalibrationSettings:
+    """``settings`` (or the defaults) with keyword overrides; an unknown key is a ValueError."""
+    s = settings or CalibrationSettings()
+    if not overrides:
+        return s
+    try:
+        return CalibrationSettings(**{**asdict(s), **overrides})
+    except TypeError as e:
+        raise ValueError(f"calibration: {e}; allowed settings: "
+                         f"{sorted(CalibrationSettings.__dataclass_fields__)}") from None
+
+
+@dataclass
+class _Plan:
+    """Every input the calibration will measure, drawn before the device sees any of them."""
+
+    sweep: torch.Tensor
+    kind: str
+    """``uniform`` or ``given``: where the sweep inputs came from."""
+    reference: torch.Tensor
+    repeat: torch.Tensor
+    response: torch.Tensor
+    response_coordinate: np.ndarray
+    response_value: np.ndarray
+
+
+def _sweep_inputs(inputs: str | np.ndarray | torch.Tensor, spec: DeviceSpec, samples: int,
+                  gen: torch.Generator, dtype: torch.dtype) -> tuple[torch.Tensor, str]:
+    """The sweep inputs (drawn, or the caller's, checked) and which of the two they are."""
+    if isinstance(inputs, str):
+        if inputs != "uniform":
+            raise ValueError(f"calibration inputs must be 'uniform' or an array, got {inputs!r}")
+        return uniform_inputs(spec.domain, samples, spec.n_in, gen, dtype), "uniform"
+    x = torch.as_tensor(np.asarray(inputs), dtype=dtype)
+    if x.ndim != 2 or x.shape[1] != spec.n_in or x.shape[0] < 1:
+        raise ValueError(
+            f"calibration sweep inputs have shape {tuple(x.shape)}; expected "
+            f"[samples, {spec.n_in}] for {spec.name}"
+        )
+    return x, "given"
+
+
+def _plan(spec: DeviceSpec, s: CalibrationSettings, seed: int,
+          inputs: str | np.ndarray | torch.Tensor, dtype: torch.dtype) -> _Plan:
+    """Draw in a fixed order from a stream of its own, so a seed always plans the same inputs."""
+    gen = torch.Generator().manual_seed(seed * 7919 + 17)  # not the device's own noise stream
+    sweep_x, kind = _sweep_inputs(inputs, spec, s.samples, gen, dtype)
+    ref_x = uniform_inputs(spec.domain, s.drift_inputs, spec.n_in, gen, dtype)
+    rep_x = uniform_inputs(spec.domain, s.repeat_inputs, spec.n_in, gen, dtype)
+    resp_x, resp_c, resp_v = _response_plan(spec.domain, spec.n_in, s, gen, dtype)
+    return _Plan(sweep_x, kind, ref_x, rep_x, resp_x, resp_c, resp_v)
+
+
+class _Session:
+    """One calibration in progress: measures the plan and keeps what came back.
+
+    Query indices count from the device's query total when the session starts, so a device
+    that was used before still starts its record's clock at zero.
+    """
+
+    def __init__(self, device: Device, s: CalibrationSettings, plan: _Plan, seed: int,
+                 command: str | None) -> None:
+        self.device, self.s, self.plan, self.seed, self.command = device, s, plan, seed, command
+        self.q0 = device.accounting.samples
+        self.t_start = time.perf_counter()
+        self.started = datetime.now(UTC).isoformat(timespec="seconds")
+        self.drift_y: list[np.ndarray] = []
+        self.drift_q: list[int] = []
+        self.drift_wall: list[float] = []
+        self.sweep_y: list[np.ndarray] = []
+        self.sweep_q: list[np.ndarray] = []
+        self.repeats: Section | None = None
+        self.response: Section | None = None
+
+    def measure(self, x: torch.Tensor) -> tuple[np.ndarray, int]:
+        """Outputs for ``x`` in batches, and the query index the first row was measured at."""
+        q = self.device.accounting.samples - self.q0
+        b = self.s.batch_size
+        ys = [self.device(x[i : i + b]) for i in range(0, x.shape[0], b)]
+        return torch.cat(ys).double().cpu().numpy(), q
+
+    def checkpoint(self) -> None:
+        """Re-measure the drift references (nothing when drift is off)."""
+        if self.s.drift_inputs == 0:
+            return
+        y, q = self.measure(self.plan.reference)
+        self.drift_y.append(y)
+        self.drift_q.append(q)
+        self.drift_wall.append(time.perf_counter() - self.t_start)
+
+    def measure_repeats(self) -> None:
+        """Pass over the repeatability inputs ``repeats`` times in a row (the noise floor)."""
+        if not self.s.repeats:
+            return
+        rep_x = self.plan.repeat
+        passes, qs = zip(*(self.measure(rep_x) for _ in range(self.s.repeats)), strict=True)
+        self.repeats = Section(rep_x.double().numpy(), np.stack(passes), np.asarray(qs))
+
+    def measure_response(self) -> None:
+        """Measure the response curves, if the plan has any."""
+        x = self.plan.response
+        if not x.shape[0]:
+            return
+        y, q = self.measure(x)
+        self.response = Section(
+            x.double().numpy(), y, q + np.arange(x.shape[0]),
+            {"coordinate": self.plan.response_coordinate, "value": self.plan.response_value},
+        )
+
+    def measure_sweep(self, out: str | Path | None, progress: bool) -> None:
+        """The sweep in chunks, a drift checkpoint after each; with ``out`` a running record."""
+        sweep_x = self.plan.sweep
+        n = sweep_x.shape[0]
+        interval = math.ceil(n / self.s.drift_checks)
+        bar = tqdm(total=n, desc=f"calibrating {self.device.spec.name}", unit="sample",
+                   disable=None if progress else True, leave=False)
+        for start in range(0, n, interval):
+            chunk = sweep_x[start : start + interval]
+            y, q = self.measure(chunk)
+            self.sweep_y.append(y)
+            self.sweep_q.append(q + np.arange(chunk.shape[0]))
+            bar.update(chunk.shape[0])
+            self.checkpoint()
+            if out is not None and start + interval < n:
+                write_record(out, self.record("running"))
+        bar.close()
+
+    def record(self, status: str) -> CalibrationRecord:
+        """What has been measured so far as a record with ``status``."""
+        spec, plan = self.device.spec, self.plan
+        done = sum(len(v) for v in self.sweep_y)
+        return CalibrationRecord(
+            spec=spec.to_dict(),
+            sweep=Section(
+                plan.sweep[:done].double().numpy(),
+                np.concatenate(self.sweep_y) if self.sweep_y else np.empty((0, spec.n_out)),
+                np.concatenate(self.sweep_q) if self.sweep_q else np.empty(0, np.int64),
+            ),
+            repeats=self.repeats,
+            drift=Section(
+                plan.reference.double().numpy(), np.stack(self.drift_y), np.asarray(self.drift_q),
+                {"wall_time_s": np.asarray(self.drift_wall)},
+            ) if self.drift_y else None,
+            response=self.response,
+            device=self.device.describe(),
+            provenance=_provenance(self.device, self.s, self.seed, self.command, plan.kind,
+                                   self.started, time.perf_counter() - self.t_start),
+            status=status,
+        )
 
 
 def calibrate(
@@ -140,114 +295,25 @@ def calibrate(
     With ``out`` (a ``.h5`` path) the record is written there atomically; while the
     calibration runs the file, if any, says ``status = running``.
     """
-    s = settings or CalibrationSettings()
-    if overrides:
-        try:
-            s = CalibrationSettings(**{**asdict(s), **overrides})
-        except TypeError as e:
-            raise ValueError(f"calibration: {e}; allowed settings: "
-                             f"{sorted(CalibrationSettings.__dataclass_fields__)}") from None
-    spec, dom = device.spec, device.spec.domain
+    s = _with_overrides(settings, overrides)
     seed = device.seed if s.seed is None else int(s.seed)
-    gen = torch.Generator().manual_seed(seed * 7919 + 17)  # not the device's own noise stream
-    if isinstance(inputs, str):
-        if inputs != "uniform":
-            raise ValueError(f"calibration inputs must be 'uniform' or an array, got {inputs!r}")
-        sweep_x = uniform_inputs(dom, s.samples, spec.n_in, gen, dtype)
-        inputs_kind = "uniform"
-    else:
-        sweep_x = torch.as_tensor(np.asarray(inputs), dtype=dtype)
-        if sweep_x.ndim != 2 or sweep_x.shape[1] != spec.n_in or sweep_x.shape[0] < 1:
-            raise ValueError(
-                f"calibration sweep inputs have shape {tuple(sweep_x.shape)}; expected "
-                f"[samples, {spec.n_in}] for {spec.name}"
-            )
-        inputs_kind = "given"
-    n = sweep_x.shape[0]
-    ref_x = uniform_inputs(dom, s.drift_inputs, spec.n_in, gen, dtype)
-    rep_x = uniform_inputs(dom, s.repeat_inputs, spec.n_in, gen, dtype)
-    resp_x, resp_c, resp_v = _response_plan(dom, spec.n_in, s, gen, dtype)
-
+    plan = _plan(device.spec, s, seed, inputs, dtype)
     if out is not None:
         # from here on, the file at `out` is this calibration (running, then complete) or
         # nothing: never an older record that a failed recalibration would leave looking current
         Path(out).unlink(missing_ok=True)
     opened = not device.is_open
     device.open()
-    q0 = device.accounting.samples
-    t_start = time.perf_counter()
-    started = datetime.now(UTC).isoformat(timespec="seconds")
-
-    def measure(x: torch.Tensor) -> tuple[np.ndarray, int]:
-        q = device.accounting.samples - q0
-        ys = [device(x[i : i + s.batch_size]) for i in range(0, x.shape[0], s.batch_size)]
-        return torch.cat(ys).double().cpu().numpy(), q
-
-    drift_y: list[np.ndarray] = []
-    drift_q: list[int] = []
-    drift_wall: list[float] = []
-
-    def checkpoint() -> None:
-        if s.drift_inputs == 0:
-            return
-        y, q = measure(ref_x)
-        drift_y.append(y)
-        drift_q.append(q)
-        drift_wall.append(time.perf_counter() - t_start)
-
-    def build(status: str, sweep_y: list[np.ndarray], sweep_q: list[np.ndarray]) -> CalibrationRecord:
-        done = sum(len(v) for v in sweep_y)
-        return CalibrationRecord(
-            spec=spec,
-            sweep=Section(
-                sweep_x[:done].double().numpy(),
-                np.concatenate(sweep_y) if sweep_y else np.empty((0, spec.n_out)),
-                np.concatenate(sweep_q) if sweep_q else np.empty(0, np.int64),
-            ),
-            repeats=repeats,
-            drift=Section(
-                ref_x.double().numpy(), np.stack(drift_y), np.asarray(drift_q),
-                {"wall_time_s": np.asarray(drift_wall)},
-            ) if drift_y else None,
-            response=response,
-            device=device.describe(),
-            provenance=_provenance(device, s, seed, command, inputs_kind, started,
-                                   time.perf_counter() - t_start),
-            status=status,
-        )
-
+    session = _Session(device, s, plan, seed, command)
     try:
-        checkpoint()
-        repeats = None
-        if s.repeats:
-            passes, qs = zip(*(measure(rep_x) for _ in range(s.repeats)), strict=True)
-            repeats = Section(rep_x.double().numpy(), np.stack(passes), np.asarray(qs))
-        response = None
-        if resp_x.shape[0]:
-            y, q = measure(resp_x)
-            response = Section(
-                resp_x.double().numpy(), y, q + np.arange(resp_x.shape[0]),
-                {"coordinate": resp_c, "value": resp_v},
-            )
-        interval = math.ceil(n / s.drift_checks)
-        sweep_y: list[np.ndarray] = []
-        sweep_q: list[np.ndarray] = []
-        bar = tqdm(total=n, desc=f"calibrating {spec.name}", unit="sample",
-                   disable=None if progress else True, leave=False)
-        for start in range(0, n, interval):
-            chunk = sweep_x[start : start + interval]
-            y, q = measure(chunk)
-            sweep_y.append(y)
-            sweep_q.append(q + np.arange(chunk.shape[0]))
-            bar.update(chunk.shape[0])
-            checkpoint()
-            if out is not None and start + interval < n:
-                write_record(out, build("running", sweep_y, sweep_q))
-        bar.close()
+        session.checkpoint()
+        session.measure_repeats()
+        session.measure_response()
+        session.measure_sweep(out, progress)
     finally:
         if opened:
             device.close()
-    rec = build("complete", sweep_y, sweep_q)
+    rec = session.record("complete")
     if out is not None:
         write_record(out, rec)
     return rec
