@@ -244,7 +244,7 @@ def _cmd_fit(a: argparse.Namespace) -> int:
         ("activation", a.activation), ("fourier", a.fourier), ("epochs", a.epochs),
         ("patience", a.patience), ("lr", a.lr), ("batch_size", a.batch_size),
         ("holdout", a.holdout), ("validation", a.validation), ("seed", a.seed)) if v is not None}
-    twin = fit_surrogate(a.record, out=a.out, progress=not a.no_progress, **settings)
+    twin = fit_surrogate(a.record, settings=settings, out=a.out, progress=not a.no_progress)
     print(twin.fidelity_text())
     print(f"\ntwin: {a.out}  (use it as a device: {{kind = \"surrogate\", path = \"{a.out}\"}})")
     return 0
@@ -282,6 +282,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, seeds: int, out: str) -> Non
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand (what ``physnn --help`` prints)."""
     p = argparse.ArgumentParser(
         prog="physnn", description="Train physical neural networks with model-free local learning."
     )
@@ -421,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; a user's error is one line on stderr and exit status 2."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -1,5 +1,7 @@
 """Data sets. Loaders never download: they read what ships with a package or a path you give."""
 
+from collections.abc import Callable
+
 from .dataset import Dataset, LazyFeatures, make_dataset, stratified_split
 from .digits import load_digits
 from .images import SLMFrame, load_fashion_mnist, load_mnist, read_idx, read_idx_folder
@@ -11,7 +13,7 @@ from .vowels import (
     synthesize_vowel_table,
 )
 
-DATASETS = {
+DATASETS: dict[str, Callable[..., Dataset]] = {
     "digits": load_digits,
     "vowels": load_vowels,
     "mnist": load_mnist,

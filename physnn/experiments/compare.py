@@ -1,7 +1,7 @@
 """Learning rules side by side: several methods x several seeds of one preset, with their ledgers.
 
 ``compare("digits-optical", methods=["phyll", "ff", "pat", "backprop"], seeds=5)`` trains
-every (method, seed) through :func:`physnn.experiments.runner.run` (so each run keeps its
+every (method, seed) through ``physnn.experiments.runner.run`` (so each run keeps its
 HDF5 log, and rerunning the same call resumes unfinished runs), then writes
 
 - ``OUT/NAME/compare.md`` and ``compare.csv``: accuracy mean ± std, training device queries,
@@ -11,7 +11,7 @@ HDF5 log, and rerunning the same call resumes unfinished runs), then writes
 - ``OUT/NAME/METHOD/seed<S>.h5``: every run's log.
 
 Per-method settings (a method's own learning rate, batch size, ...) come from a settings
-table ``[PRESET.METHOD]`` of ``[train]`` keys: :data:`TUNED_SETTINGS` holds the ones tuned for
+table ``[PRESET.METHOD]`` of ``[train]`` keys: ``TUNED_SETTINGS`` holds the ones tuned for
 the built-in presets (on held-out seeds, with the same budget for every method; see
 docs/methods.md), and ``settings=`` takes your own TOML file or dict.
 """
@@ -92,17 +92,21 @@ class MethodResult:
     results: list[RunResult] = field(default_factory=list)
 
     def ledgers(self) -> list[dict[str, Any]]:
+        """Every seed's efficiency ledger (queries, FLOPs, energy, time, memory)."""
         return [r.record["accounting"]["ledger"] for r in self.results]
 
     def mean(self, key: str) -> float:
+        """Mean over seeds of one ledger entry."""
         return float(np.mean([float(led[key]) for led in self.ledgers()]))
 
     @property
     def test_acc(self) -> tuple[float, float]:
+        """Final test accuracy, mean and sample std over seeds."""
         v = np.array([r.test_acc for r in self.results])
         return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
 
     def row(self) -> dict[str, Any]:
+        """This method's row of the comparison table (means over seeds)."""
         mu, sd = self.test_acc
         return {
             "method": self.method,
@@ -125,15 +129,18 @@ class MethodResult:
 
 @dataclass
 class Comparison:
+    """Every method's results on one preset: the table, the CSV and the plots."""
     name: str
     methods: list[MethodResult]
     command: str = ""
     j_per_flop: float = math.nan
 
     def rows(self) -> list[dict[str, Any]]:
+        """One table row per method."""
         return [m.row() for m in self.methods]
 
     def csv(self) -> str:
+        """The table as CSV (numbers are means over seeds)."""
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
         w.writeheader()
@@ -142,6 +149,7 @@ class Comparison:
         return buf.getvalue()
 
     def markdown(self) -> str:
+        """The table as Markdown, with the per-method settings and the command."""
         n = {len(m.results) for m in self.methods}
         lines = [
             f"# {self.name}: learning rules compared",
@@ -207,6 +215,7 @@ class Comparison:
         return fig
 
     def as_dict(self) -> dict[str, Any]:
+        """The table and every run log's path, for ``compare.json``."""
         return {
             "name": self.name,
             "command": self.command,

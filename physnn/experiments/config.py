@@ -60,7 +60,7 @@ class TrainConfig(LocalRuleSettings):
     digital_j_per_flop: float = 1e-11
     """Assumed digital energy per FLOP for the ledger."""
     readout: str = "goodness"
-    """``goodness``, ``linear`` or ``both`` (see :data:`READOUTS`)."""
+    """``goodness``, ``linear`` or ``both`` (see ``READOUTS``)."""
     average: float = 0.0
     """Per-epoch decay of the weight average used for evaluation; 0 = off."""
 
@@ -103,7 +103,7 @@ class ExperimentConfig:
         return dataclasses.asdict(self)
 
     def to_toml(self) -> str:
-        """The config as a TOML document that :func:`load_config` reads back unchanged."""
+        """The config as a TOML document that ``load_config`` reads back unchanged."""
         return tomli_w.dumps(self.to_dict())
 
     def merged(self, data: dict[str, Any]) -> ExperimentConfig:
@@ -179,7 +179,7 @@ def _merge(base: dict[str, Any], new: dict[str, Any], cls: type, path: str) -> d
         if key not in hints:
             raise ValueError(f"unknown config key {where!r}; allowed here: {', '.join(sorted(hints))}")
         tp = hints[key]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
                 raise ValueError(f"config key {where!r} must be a table")
             out[key] = _merge(base[key], value, tp, where + ".")
@@ -197,13 +197,11 @@ def _merge(base: dict[str, Any], new: dict[str, Any], cls: type, path: str) -> d
 
 def _from_dict(data: dict[str, Any]) -> ExperimentConfig:
     """A config from a complete, already checked plain dict."""
-    sections = {
-        "network": NetworkConfig(**data["network"]),
-        "train": TrainConfig(**data["train"]),
-        "continual": ContinualConfig(**data["continual"]),
-    }
-    rest = {k: v for k, v in data.items() if k not in sections}
-    return ExperimentConfig(**rest, **sections)
+    return ExperimentConfig(
+        name=data["name"], seed=data["seed"], data=data["data"], device=data["device"],
+        network=NetworkConfig(**data["network"]), train=TrainConfig(**data["train"]),
+        continual=ContinualConfig(**data["continual"]),
+    )
 
 
 # -- values ---------------------------------------------------------------------------------

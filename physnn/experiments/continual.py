@@ -2,7 +2,7 @@
 
 ``continual("perturbation-recovery", methods=["phyll", "pat"], seeds=3)`` trains each arm
 (a learning rule, optionally ``:frozen``) through the perturbation schedule of the config's
-``[device] perturbations`` (see :mod:`physnn.core.perturbation`). Every epoch is one tick
+``[device] perturbations`` (see ``physnn.core.perturbation``). Every epoch is one tick
 of each device's drift clock:
 
 1. the clock advances (the drift walks; sudden changes due at this tick fire);
@@ -11,13 +11,13 @@ of each device's drift clock:
 3. the arm trains one epoch on the *current* device (a ``:frozen`` arm stops training at
    ``continual.freeze_at``, default the onset of the first perturbation);
 4. every ``continual.eval_every`` epochs, test accuracy on the current device; a
-   :class:`DropMonitor` compares it with its recent past and logs a drop (and the recovery).
+   ``DropMonitor`` compares it with its recent past and logs a drop (and the recovery).
 
 PAT's twin is built from the device description at clock 0 (before any perturbation): a
 stale twin. ``continual.track_twin = true`` advances the twin with the device instead (an
 oracle that re-fits the twin every epoch; an upper bound for model-based training).
 
-Each (arm, seed) keeps an HDF5 run log (:func:`physnn.experiments.runlog.write_run`) with a checkpoint
+Each (arm, seed) keeps an HDF5 run log (``physnn.experiments.runlog.write_run``) with a checkpoint
 every epoch (network, trainer, monitor; the devices' clocks replay the same drift), so
 rerunning the same call resumes. ``OUT/NAME/continual.md|json|png`` hold the recovery
 figures (epochs and device queries to get back within ``recover_points`` of the accuracy
@@ -112,10 +112,12 @@ class DropMonitor:
         return alarm, recovered
 
     def state_dict(self) -> dict[str, Any]:
+        """History and open alarm, so a resumed run raises the same alarms."""
         return {"history": list(self.history), "alarm_reference": self.alarm_reference,
                 "alarms": copy.deepcopy(self.alarms)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict``."""
         self.history = list(state["history"])
         self.alarm_reference = state["alarm_reference"]
         self.alarms = copy.deepcopy(state["alarms"])
@@ -144,6 +146,7 @@ def parse_arm(arm: str) -> tuple[str, bool]:
 
 @dataclass
 class ArmRun:
+    """One arm and seed of a continual run: its log's path and record."""
     arm: str
     seed: int
     path: Path
@@ -151,11 +154,12 @@ class ArmRun:
 
     @property
     def metrics(self) -> dict[str, np.ndarray]:
+        """The per-epoch metrics as float arrays."""
         return {k: np.asarray(v, dtype=float) for k, v in self.record["metrics"].items()}
 
 
 class ContinualSession:
-    """One arm and seed of ``physnn continual`` as the epoch loop drives it (see :mod:`.loop`)."""
+    """One arm and seed of ``physnn continual`` as the epoch loop drives it (see ``loop``)."""
 
     def __init__(self, cfg: ExperimentConfig, arm: str, torch_device: str):
         _, self.frozen = parse_arm(arm)
@@ -177,6 +181,7 @@ class ContinualSession:
         self.clock: Callable[[], float] = lambda: 0.0
 
     def begin(self, resumed: dict[str, Any] | None, clock: Callable[[], float]) -> None:
+        """Keep the run's clock (nothing else to set up: no reference fit)."""
         self.clock = clock
 
     def _evaluate(self) -> float:
@@ -194,6 +199,7 @@ class ContinualSession:
         return fired
 
     def epoch(self, epoch: int) -> dict[str, str]:
+        """Tick the devices' clocks, measure the drop, train, evaluate, monitor."""
         e, net, cfg = epoch + 1, self.net, self.cfg
         fired = self._tick()
         q0 = device_queries(net)
@@ -217,6 +223,7 @@ class ContinualSession:
         return {} if math.isnan(acc) else {"test": f"{acc:.3f}"}
 
     def record(self) -> dict[str, Any]:
+        """Metrics, devices and the continual accounting (events, alarms)."""
         net = self.net
         return {
             "devices": [d.describe() for d in net.devices],
@@ -232,12 +239,14 @@ class ContinualSession:
         }
 
     def state_dict(self) -> dict[str, Any]:
+        """Network, trainer, monitor, metrics and events: a whole resume point."""
         return {
             "network": self.net.state_dict_full(), "trainer": self.trainer.state_dict(),
             "monitor": self.monitor.state_dict(), "metrics": self.metrics, "events": self.events,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict``; the devices' clocks replay the same drift."""
         self.net.load_state_dict_full(state["network"])
         self.trainer.load_state_dict(state["trainer"])
         self.monitor.load_state_dict(state["monitor"])
@@ -245,6 +254,7 @@ class ContinualSession:
         self.events = state["events"]
 
     def end(self) -> None:
+        """Nothing to release."""
         pass
 
 
@@ -298,7 +308,8 @@ def recovery(run: ArmRun, window: int, recover_points: float, tail_fraction: flo
     ep, acc = m["epoch"], m["test_acc"]
     ev = np.flatnonzero(m["event"] > 0)
     temps = [m[k] for k in m if k.startswith("temperature_block")]
-    moving = np.flatnonzero(np.any([np.abs(t) > 0 for t in temps], axis=0)) if temps else []
+    moving = np.flatnonzero(np.any([np.abs(t) > 0 for t in temps], axis=0)) if temps \
+        else np.array([], dtype=int)
     starts = [int(ep[ev[0]])] if len(ev) else []
     if len(moving):
         starts.append(int(ep[moving[0]]))
@@ -331,17 +342,19 @@ def recovery(run: ArmRun, window: int, recover_points: float, tail_fraction: flo
 
 @dataclass
 class ContinualSummary:
+    """Every arm and seed of one continual experiment, with its figures."""
     name: str
     config: ExperimentConfig
     runs: list[ArmRun] = field(default_factory=list)
     command: str = ""
 
     def rows(self) -> list[dict[str, Any]]:
-        """The recovery figures of every run (see :func:`recovery`)."""
+        """The recovery figures of every run (see ``recovery``)."""
         c = self.config.continual
         return [recovery(r, c.monitor_window, c.recover_points, c.tail_fraction) for r in self.runs]
 
     def arms(self) -> list[str]:
+        """The arms in the order they ran."""
         return list(dict.fromkeys(r.arm for r in self.runs))
 
     def table(self) -> list[dict[str, Any]]:
@@ -361,6 +374,7 @@ class ContinualSummary:
         return out
 
     def markdown(self) -> str:
+        """The recovery table as Markdown, per arm, then the per-seed rows."""
         c = self.config.continual
 
         def fmt(t, key, scale=100.0, digits=1):
@@ -446,6 +460,7 @@ class ContinualSummary:
         return path
 
     def as_dict(self) -> dict[str, Any]:
+        """Table, per-run figures and log paths, for ``continual.json``."""
         return {"name": self.name, "command": self.command, "table": self.table(),
                 "runs": self.rows(), "logs": [str(r.path) for r in self.runs]}
 

@@ -69,7 +69,7 @@ def run_jobs(
     """Run every job; return their results in the order given.
 
     ``n_jobs > 1`` runs them on that many worker processes (spawned, each with
-    :func:`worker_threads` torch threads). A job that raises fails alone: the others run to
+    ``worker_threads`` torch threads). A job that raises fails alone: the others run to
     the end, then a ``ValueError`` names every failed job.
     """
     if n_jobs < 1:

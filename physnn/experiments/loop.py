@@ -47,7 +47,7 @@ class Session(Protocol):
         ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`."""
+        """Restore ``state_dict``."""
         ...
 
     def end(self) -> None:

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.atomic import save_figure_atomic
 from .runlog import read_run
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """Counts of (true, predicted) label pairs, ``[n_classes, n_classes]``."""
     cm = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(cm, (np.asarray(y_true, int), np.asarray(y_pred, int)), 1)
     return cm
@@ -61,13 +63,13 @@ def report(run_path: str | Path, out_dir: str | Path | None = None) -> list[Path
     ax_a.legend()
     fig.suptitle(title)
     paths.append(out_dir / f"{run_path.stem}_curves.png")
-    fig.savefig(paths[-1], dpi=120)
+    save_figure_atomic(paths[-1], fig)
 
     if rec["devices"]:
         fig = Figure(figsize=(11, 4.2), layout="constrained")
         if _plot_device(fig, rec["devices"][0]):
             paths.append(out_dir / f"{run_path.stem}_device.png")
-            fig.savefig(paths[-1], dpi=120)
+            save_figure_atomic(paths[-1], fig)
 
     pred = rec["predictions"]
     if "test_true" in pred:
@@ -86,5 +88,5 @@ def report(run_path: str | Path, out_dir: str | Path | None = None) -> list[Path
                title=f"test confusion matrix (accuracy {100 * acc:.2f} %)")
         fig.colorbar(im, ax=ax, shrink=0.8)
         paths.append(out_dir / f"{run_path.stem}_confusion.png")
-        fig.savefig(paths[-1], dpi=120)
-        return paths
+        save_figure_atomic(paths[-1], fig)
+    return paths

@@ -23,7 +23,7 @@ FORMAT_VERSION = 1
 
 
 def write_run(path: str | Path, record: dict[str, Any]) -> None:
-    """Write ``record`` (see :func:`read_run` for the keys) atomically to ``path``."""
+    """Write ``record`` (see ``read_run`` for the keys) atomically to ``path``."""
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["format_version"] = FORMAT_VERSION
         for key in ("status", "physnn_version", "name", "seed", "created", "wall_time_s"):

@@ -142,7 +142,7 @@ def linear_readout(net: PhysicalNetwork, data: Dataset, amplitude: float | str,
 
 
 class TrainSession:
-    """One seed of ``physnn train`` as the epoch loop drives it (see :mod:`.loop`)."""
+    """One seed of ``physnn train`` as the epoch loop drives it (see ``loop``)."""
 
     def __init__(self, cfg: ExperimentConfig, seed: int, torch_device: str, progress: bool):
         self.cfg, self.seed, self.progress = cfg, seed, progress
@@ -162,6 +162,7 @@ class TrainSession:
         self.y_pred: torch.Tensor | None = None
 
     def begin(self, resumed: dict[str, Any] | None, clock: Callable[[], float]) -> None:
+        """Fit the logistic-regression references (once per run) and start the memory probe."""
         self.clock = clock
         if resumed is not None:
             self.reference = dict(resumed["reference"])
@@ -192,6 +193,7 @@ class TrainSession:
         return train_acc, test_acc, linear
 
     def epoch(self, epoch: int) -> dict[str, str]:
+        """Train one epoch, evaluate when due, append a metrics row."""
         t, net, m = self.cfg.train, self.net, self.metrics
         q0 = device_queries(net)
         losses = self.trainer.train_epoch(self.data.x_train, self.data.y_train)
@@ -215,6 +217,7 @@ class TrainSession:
         return {"loss": f"{losses[-1]:.4f}", "test": f"{test_acc:.3f}"} if evaluate else {}
 
     def record(self) -> dict[str, Any]:
+        """Metrics, devices, accounting with the ledger, references, predictions."""
         net, trainer, data = self.net, self.trainer, self.data
         return {
             "devices": [d.describe() for d in net.devices],
@@ -234,6 +237,7 @@ class TrainSession:
         }
 
     def state_dict(self) -> dict[str, Any]:
+        """Network (devices included), trainer, weight average and metrics."""
         return {
             "network": self.net.state_dict_full(),
             "trainer": self.trainer.state_dict(),
@@ -242,6 +246,7 @@ class TrainSession:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict``."""
         self.net.load_state_dict_full(state["network"])
         self.trainer.load_state_dict(state["trainer"])
         if self.average is not None:
@@ -249,6 +254,7 @@ class TrainSession:
         self.metrics = {k: list(v) for k, v in state["metrics"].items()}
 
     def end(self) -> None:
+        """Stop the memory probe."""
         self.memory.stop()
 
 
@@ -281,7 +287,7 @@ def run(
 
 
 def run_result(path: Path, rec: dict[str, Any]) -> RunResult:
-    """The :class:`RunResult` of a run log read back (last evaluated accuracies)."""
+    """The ``RunResult`` of a run log read back (last evaluated accuracies)."""
     m = rec["metrics"]
     test = m["test_acc"][~np.isnan(m["test_acc"])] if len(m["test_acc"]) else np.array([])
     train = m["train_acc"][~np.isnan(m["train_acc"])] if len(m["train_acc"]) else np.array([])

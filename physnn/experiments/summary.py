@@ -35,6 +35,7 @@ class Summary:
 
     @property
     def test_acc(self) -> tuple[float, float]:
+        """Final test accuracy, mean and sample std over seeds."""
         return self._stats("test_acc")
 
     @property
@@ -45,6 +46,7 @@ class Summary:
 
     @property
     def reference_acc(self) -> tuple[float, float]:
+        """Logistic regression on the same splits, mean and sample std."""
         return self._stats("reference_acc")
 
     @property
@@ -55,6 +57,7 @@ class Summary:
         return out if len(out) == len(self.results) else []
 
     def as_dict(self) -> dict[str, Any]:
+        """Per-seed and summary figures, for ``summary.json``."""
         return {
             "name": self.name,
             "seeds": [int(r.record["seed"]) for r in self.results],
@@ -92,6 +95,7 @@ class Summary:
         return out if len(out) == len(self.results) else []
 
     def markdown(self) -> str:
+        """The per-seed table and the mean ± std lines ``physnn train`` prints."""
         rule = self.method
         lines = [
             f"# {self.name}",
@@ -148,7 +152,7 @@ def train(
     Each seed writes ``OUT/NAME/seed<S>.h5``; the summary goes to ``summary.md`` and
     ``summary.json`` beside them. Rerunning the same command resumes unfinished seeds.
     ``overrides`` are ``section.key=value`` strings, as ``physnn train --set``; ``jobs``
-    runs that many seeds at once in worker processes (see :func:`.jobs.run_jobs`).
+    runs that many seeds at once in worker processes (see ``jobs.run_jobs``).
     """
     cfg = apply_overrides(source, list(overrides or []))
     if epochs is not None:
