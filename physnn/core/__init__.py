@@ -1,9 +1,9 @@
 """The device contract: what every physical layer is, whatever stands behind it.
 
 ``physnn.core`` is the bottom of the package: it imports no other physnn package. It holds
-the :class:`Device` contract (spec, domain, validation, accounting, seeded randomness,
+the ``Device`` contract (spec, domain, validation, accounting, seeded randomness,
 lifecycle), composable non-idealities, perturbations of a device over time, the registry of
-device kinds with its factory :func:`make_device`, and atomic file writes.
+device kinds with its factory ``make_device``, and atomic file writes.
 """
 
 from .device import Accounting, Device, DeviceSpec, Domain

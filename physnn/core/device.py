@@ -1,9 +1,9 @@
 """The device contract: a physical layer is a black box that maps a batch of inputs to outputs.
 
 Everything in physnn that touches a physical system (simulator, fitted twin, serial hardware)
-goes through :class:`Device`. The base class owns what must be identical for every backend:
+goes through ``Device``. The base class owns what must be identical for every backend:
 input validation before anything reaches hardware, accounting, seeded randomness and the
-open/close lifecycle. Backends implement only :meth:`Device._measure`.
+open/close lifecycle. Backends implement only ``Device._measure``.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ class Accounting:
         return asdict(self)
 
     def load(self, d: dict[str, float]) -> None:
-        """Continue from totals saved with :meth:`as_dict`."""
+        """Continue from totals saved with ``as_dict``."""
         for k, v in d.items():
             setattr(self, k, type(getattr(self, k))(v))
 
@@ -113,7 +113,7 @@ class Device:
     """
 
     differentiable = False
-    """True when :meth:`forward_with_grad` exists (simulators, surrogates; never hardware)."""
+    """True when ``forward_with_grad`` exists (simulators, surrogates; never hardware)."""
 
     def __init__(self, spec: DeviceSpec, *, seed: int = 0, clip: bool = False):
         self.spec = spec
@@ -130,7 +130,7 @@ class Device:
         return self
 
     def close(self) -> None:
-        """Release what :meth:`open` acquired."""
+        """Release what ``open`` acquired."""
         self.is_open = False
 
     def __enter__(self) -> Device:
@@ -157,6 +157,7 @@ class Device:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict``'s streams and accounting, so a resumed run draws the same noise."""
         self._generators.clear()  # streams not in the state restart from their seeded start
         for key, st in state.get("generators", {}).items():
             self.generator(key).set_state(st)
@@ -225,7 +226,7 @@ class Device:
         """Replace every tensor this device keeps (a transmission matrix, a geometry) by
         ``fn(tensor)`` and drop any cache derived from them.
 
-        What :class:`physnn.nn.PhysicalLayer` calls from ``.to()``, ``.double()``, ``.cuda()``:
+        What ``physnn.nn.PhysicalLayer`` calls from ``.to()``, ``.double()``, ``.cuda()``:
         torch's ``nn.Module._apply`` hands ``fn``. A device without tensors of its own (a
         serial link) keeps the default, which does nothing; a device still follows each
         input to its torch device, as the contract says. ``fn`` is torch's conversion for

@@ -1,8 +1,8 @@
 """Composable non-idealities: what makes a measured output differ from the ideal physics.
 
-An :class:`Effect` is a seeded tensor transform. The same effects serve two places: inside a
+An ``Effect`` is a seeded tensor transform. The same effects serve two places: inside a
 simulator (the optical camera applies them per pixel, before pooling) and around any device
-through :class:`NonIdealDevice` (DAC quantisation of inputs, noise on outputs). Effects keep
+through ``NonIdealDevice`` (DAC quantisation of inputs, noise on outputs). Effects keep
 gradients flowing straight through their random or discrete parts, so a differentiable
 simulator stays differentiable with noise switched on.
 """
@@ -37,7 +37,7 @@ class Effect:
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
-        """The description :func:`make_effects` rebuilds this effect from."""
+        """The description ``make_effects`` rebuilds this effect from."""
         return {"kind": self.kind, **asdict(self)}
 
 
@@ -190,7 +190,7 @@ class NonIdealDevice(Device):
         return {**super().state_dict(), "inner": self.inner.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` saved."""
+        """Restore what ``state_dict`` saved."""
         super().load_state_dict(state)
         if "inner" in state:
             self.inner.load_state_dict(state["inner"])

@@ -1,6 +1,6 @@
 """Physical systems that change under you: slow drift and scheduled sudden changes.
 
-A simulator that mixes in :class:`Perturbable` accepts ``perturbations`` in its description,
+A simulator that mixes in ``Perturbable`` accepts ``perturbations`` in its description,
 for example::
 
     [device]
@@ -11,7 +11,7 @@ for example::
     ]
 
 Time is counted by the device's own *clock*, in ticks: whoever runs the experiment says how
-much lab time passes with :meth:`Perturbable.advance` (the continual-training loop advances
+much lab time passes with ``Perturbable.advance`` (the continual-training loop advances
 one tick per epoch). A description without ``perturbations`` gives exactly the device it gave
 before: no clock, no extra state, bit-identical outputs.
 
@@ -36,9 +36,12 @@ import math
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+
+if TYPE_CHECKING:
+    from .device import DeviceSpec
 
 DRIFT_KEYS = ("sigma", "rate", "start", "coupling")
 
@@ -57,6 +60,7 @@ class Drift:
     """How strongly ``dT`` changes the physics; ``None``: the substrate's default."""
 
     def describe(self) -> dict[str, Any]:
+        """The table this drift was parsed from, so a run's record can rebuild the device."""
         d = {"kind": "drift", "sigma": self.sigma, "rate": self.rate, "start": self.start}
         if self.coupling is not None:
             d["coupling"] = self.coupling
@@ -72,6 +76,7 @@ class Sudden:
     params: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
+        """The table this event was parsed from, so a run's record can rebuild the device."""
         return {"kind": "sudden", "at": self.at, "action": self.action, **self.params}
 
 
@@ -158,7 +163,7 @@ def event_generator(seed: int, index: int) -> torch.Generator:
 
 
 class Perturbable:
-    """Mixin for a :class:`~physnn.core.device.Device` whose physics drifts or changes.
+    """Mixin for a ``physnn.core.device.Device`` whose physics drifts or changes.
 
     The substrate implements four hooks: ``_perturb_reset()`` (back to the pristine
     structure), ``_perturb_sudden(event, gen)`` (change the structure, return a short text),
@@ -171,6 +176,9 @@ class Perturbable:
     DRIFT_COUPLING: ClassVar[float] = 0.0
     DRIFT_UNIT: ClassVar[str] = ""
 
+    # Provided by the Device this class is mixed into (annotations only: no class attribute).
+    spec: DeviceSpec
+    seed: int
     drift: Drift | None = None
     events: list[Sudden] = []
     clock: int = 0
@@ -191,11 +199,13 @@ class Perturbable:
 
     @property
     def coupling(self) -> float:
+        """The drift's own coupling when its description sets one, else the substrate's default."""
         if self.drift is not None and self.drift.coupling is not None:
             return self.drift.coupling
         return self.DRIFT_COUPLING
 
     def describe_perturbations(self) -> list[dict[str, Any]]:
+        """The ``perturbations`` list as configured, for the device's description and run records."""
         out = [self.drift.describe()] if self.drift is not None else []
         return out + [e.describe() for e in self.events]
 
@@ -236,12 +246,14 @@ class Perturbable:
 
     # -- checkpoints: the clock is the state; the physics is replayed from the seed -----------
     def state_dict(self) -> dict[str, Any]:
+        """The device's state plus the clock: the perturbed physics is replayed from it on load."""
         state = super().state_dict()  # type: ignore[misc]
         if self.perturbed:
             state["perturbation"] = {"clock": self.clock, "temperature": self.temperature}
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Replay the schedule to the saved tick (a temperature mismatch: the description changed)."""
         super().load_state_dict(state)  # type: ignore[misc]
         p = state.get("perturbation")
         if p is None or not self.perturbed:
@@ -268,7 +280,7 @@ class Perturbable:
 
 
 def perturbable(device: Any) -> Perturbable | None:
-    """The :class:`Perturbable` simulator inside ``device`` (unwrapping non-ideality wrappers),
+    """The ``Perturbable`` simulator inside ``device`` (unwrapping non-ideality wrappers),
     or None when there is none."""
     while device is not None:
         if isinstance(device, Perturbable):

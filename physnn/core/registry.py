@@ -3,7 +3,7 @@
 The registry knows no implementation by name: kinds join it, either through the
 ``physnn.devices`` entry-point group (how physnn's own simulators, twins and hardware driver
 register, in ``pyproject.toml``, and how a lab's plug-in package adds its instruments) or at
-run time with :func:`register_kind`. So ``physnn.core`` imports nothing above it.
+run time with ``register_kind``. So ``physnn.core`` imports nothing above it.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def make_device(desc: str | Path | Mapping[str, Any], **overrides: Any) -> Devic
     """Build a device, e.g. ``make_device("sim:optical")`` or ``make_device({"kind": ...})``.
 
     Keys ``inputs`` and ``outputs`` (lists of non-idealities) wrap the device in a
-    :class:`~physnn.core.effects.NonIdealDevice`; every other key goes to the kind's class.
+    ``physnn.core.effects.NonIdealDevice``; every other key goes to the kind's class.
     """
     d = load_description(desc)
     d.update(overrides)

@@ -242,7 +242,7 @@ def _impute(name: str, x: np.ndarray, train: np.ndarray, impute_missing: bool) -
 
 
 def _scale(x: np.ndarray, train: np.ndarray, scaling: str) -> np.ndarray:
-    """Features into [0, 1] with training statistics (see :func:`make_dataset`)."""
+    """Features into [0, 1] with training statistics (see ``make_dataset``)."""
     if scaling == "minmax":
         lo, hi = x[train].min(0), x[train].max(0)
         span = np.where(hi > lo, hi - lo, 1.0)

@@ -4,7 +4,7 @@ The vowel task of the backpropagation-free physical-network paper (Momeni et al.
 382:1297, 2023) classifies women's vowels {ae, ah, aw, er, ih, iy, uw} from 12 formant
 features: F1, F2, F3 at the steady state and at 20 %, 50 % and 80 % of the vowel.
 
-Three sources give the same kind of :class:`~physnn.data.Dataset` (see :func:`load_vowels`):
+Three sources give the same kind of ``physnn.data.Dataset`` (see ``load_vowels``):
 
 - ``"synthetic"`` (default, needs no file): tokens drawn from a speaker model around the
   published mean formants of Hillenbrand et al. (1995), Table V. Not real speech.
@@ -74,7 +74,7 @@ class VowelTable:
     speaker: np.ndarray
     """Speaker number within the group."""
     vowel: np.ndarray
-    """Vowel code (Hillenbrand's codes, see :data:`HILLENBRAND_VOWELS`)."""
+    """Vowel code (Hillenbrand's codes, see ``HILLENBRAND_VOWELS``)."""
     columns: dict[str, np.ndarray]
     """Numeric columns (float, Hz or ms); NaN where the value was not measurable."""
 
@@ -137,7 +137,7 @@ def read_hillenbrand_table(path: str | Path) -> VowelTable:
     """Parse Hillenbrand's ``vowdata.dat`` (``path``: the file or the folder holding it).
 
     The file is a free-text header, then one whitespace-separated line per token: the name
-    (``w01ae``: group letter, speaker number, vowel code) and the 15 :data:`COLUMNS`.
+    (``w01ae``: group letter, speaker number, vowel code) and the 15 ``COLUMNS``.
     Zeros ("not measurable") become NaN. Raises ``FileNotFoundError`` for a missing path
     and ``ValueError`` (with the line number) for a malformed line or a file that is not
     the table.
@@ -183,7 +183,7 @@ def read_hillenbrand_table(path: str | Path) -> VowelTable:
 
 
 def _parse_row(fields: list[str], where: str) -> tuple[re.Match[str], list[float]]:
-    """One token line: its name split by :data:`_TOKEN` and its :data:`COLUMNS` values."""
+    """One token line: its name split by ``_TOKEN`` and its ``COLUMNS`` values."""
     n_cols = len(COLUMNS)
     m = _TOKEN.match(fields[0])
     if m is None:
@@ -206,7 +206,7 @@ def _parse_row(fields: list[str], where: str) -> tuple[re.Match[str], list[float
 
 
 class VowelRecordings(NamedTuple):
-    """Recordings read by :func:`read_hillenbrand_wav`, in the order asked for."""
+    """Recordings read by ``read_hillenbrand_wav``, in the order asked for."""
 
     signals: list[np.ndarray]
     """One float32 array per file, samples in [-1, 1)."""
@@ -367,12 +367,12 @@ def synthesize_vowel_table(
 ) -> VowelTable:
     """SYNTHETIC vowel tokens: every speaker says every vowel once. Not real speech.
 
-    Driven by the published means of Hillenbrand et al. (1995) Table V (:data:`TABLE_V`) for
+    Driven by the published means of Hillenbrand et al. (1995) Table V (``TABLE_V``) for
     ``group`` (``m``, ``w`` or ``c``). Each speaker gets one vocal-tract factor that scales
     all formants and one F0 factor; each token jitters its F1-F3 targets; the formant track
     sits on the target at the steady state and glides toward the speaker's neutral vowel
     (the mean of the 12 vowels of Table V): a little at 20 % (onset), more toward the end
-    (50 % and 80 %, offset), by random fractions (:class:`SpeakerModel`); every measured
+    (50 % and 80 %, offset), by random fractions (``SpeakerModel``); every measured
     point carries a small tracking error.
     Gives the same columns as ``vowdata.dat`` (``duration`` and ``F4`` are NaN). One seed,
     identical tokens.
@@ -440,11 +440,11 @@ def load_vowels(
     missing: str = "drop",
     n_speakers: int | None = None,
 ) -> Dataset:
-    """The vowel classification task as a :class:`Dataset` (the registry's ``"vowels"``).
+    """The vowel classification task as a ``Dataset`` (the registry's ``"vowels"``).
 
     ``source``:
 
-    - ``"synthetic"`` (default, no file needed): :func:`synthesize_vowel_table` with
+    - ``"synthetic"`` (default, no file needed): ``synthesize_vowel_table`` with
       ``n_speakers`` (37) speakers of ``group``; the Dataset is named ``vowels-synthetic``.
       SYNTHETIC tokens around Hillenbrand's Table V means, not recordings.
     - ``"hillenbrand"``: ``path`` (the folder holding ``vowdata.dat``, or the file) is
@@ -456,7 +456,7 @@ def load_vowels(
 
     ``vowels`` (Hillenbrand codes) become ``class_names`` in that order; ``group`` is one or
     more group letters (Hillenbrand ``m w b g``, Peterson & Barney and synthetic ``m w c``).
-    ``features`` defaults to :data:`FEATURES_12` (F1-F3 at the steady state, 20, 50, 80 %)
+    ``features`` defaults to ``FEATURES_12`` (F1-F3 at the steady state, 20, 50, 80 %)
     for Hillenbrand and synthetic. ``missing``: what to do with Hillenbrand tokens whose
     formants were not measurable (a 0 in the file): ``"drop"`` (default: the token is
     removed; in the women's 7-vowel task 20 of 336 tokens, 11 ``er``, 5 ``iy``, 2 ``aw``,
@@ -465,7 +465,7 @@ def load_vowels(
 
     Features are scaled with the training split's statistics (``scaling``, default
     ``"zscore"``: z-score, then shift and scale the whole matrix into [0, 1]; see
-    :func:`make_dataset`), ``reserve_label_slots`` prepends ``label_width`` zero entries
+    ``make_dataset``), ``reserve_label_slots`` prepends ``label_width`` zero entries
     per class for the label overlay, and ``pad_to`` pads with zeros to that input width.
     Split: stratified, ``test_fraction`` per class, fixed by ``seed``.
     """
@@ -485,7 +485,7 @@ def load_vowels(
 
 def _check_options(source: str, scaling: str, missing: str, vowels: Sequence[str],
                    path: str | Path | None, n_speakers: int | None) -> list[str]:
-    """Refuse option combinations :func:`load_vowels` cannot honour; the vowels as a list."""
+    """Refuse option combinations ``load_vowels`` cannot honour; the vowels as a list."""
     if source not in SOURCES:
         raise ValueError(f"unknown vowel source {source!r}; allowed: {', '.join(SOURCES)}")
     if scaling not in SCALINGS:

@@ -2,16 +2,16 @@
 
 Two layers, as on a lab bench:
 
-- the physics (:class:`Lab`, one :class:`Instrument` per host device, keyed by the host's
+- the physics (``Lab``, one ``Instrument`` per host device, keyed by the host's
   token): the simulated device built from the served description with the host's ``n_in``
   and ``seed``, its random streams, its count of measured samples and the outputs of its last
   batch. It outlives a board reset, as a cavity does when its microcontroller reboots, so a
   retried batch is never measured twice and the noise streams advance exactly as in a direct
   run;
-- the board (:class:`Board`): the firmware's state (channel bindings, upload buffers, the
+- the board (``Board``): the firmware's state (channel bindings, upload buffers, the
   reply to the last request, the boot id), which a reset wipes. It answers decoded frames and
-  knows nothing of the line that carries them (:mod:`physnn.hardware.lines`,
-  :mod:`physnn.hardware.memory`).
+  knows nothing of the line that carries them (``physnn.hardware.lines``,
+  ``physnn.hardware.memory``).
 """
 
 from __future__ import annotations
@@ -199,7 +199,7 @@ class BoardStats:
 
 
 class Board:
-    """The firmware's state machine, as devices/firmware implements it, around a :class:`Lab`."""
+    """The firmware's state machine, as devices/firmware implements it, around a ``Lab``."""
 
     def __init__(
         self,

@@ -1,19 +1,19 @@
 """``physnn emulate``: a simulated device served with the serial protocol, faults included.
 
-The emulator lets the real driver (:class:`~physnn.hardware.serial_device.SerialDevice`) and a
+The emulator lets the real driver (``physnn.hardware.serial_device.SerialDevice``) and a
 whole training run use the hardware path without hardware, over a pseudo-terminal (the
 driver opens it like any serial port) or a loopback TCP socket (``socket://HOST:PORT``). It
 is built in three layers, as a lab bench is, one module each:
 
-- the physics and the board (:mod:`physnn.hardware.board`: :class:`Lab`, :class:`Board`):
+- the physics and the board (``physnn.hardware.board``: ``Lab``, ``Board``):
   the simulated devices, which survive a board reset, and the firmware's state, which does not;
-- the line (:mod:`physnn.hardware.lines`): a pseudo-terminal or a socket;
-- the faults on the line (:mod:`physnn.hardware.faults`: :class:`Faults`,
-  :class:`FaultInjector`): corrupted and dropped frames in both directions, replies delayed
+- the line (``physnn.hardware.lines``): a pseudo-terminal or a socket;
+- the faults on the line (``physnn.hardware.faults``: ``Faults``,
+  ``FaultInjector``): corrupted and dropped frames in both directions, replies delayed
   past the host's timeout, bursts of garbage, disconnects and board resets, all seeded.
 
-This module wires them together and serves from a background thread (:class:`Emulator`) or
-until Ctrl-C (:func:`emulate`, what the CLI runs).
+This module wires them together and serves from a background thread (``Emulator``) or
+until Ctrl-C (``emulate``, what the CLI runs).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def served_description(device: str | Path | Mapping[str, Any]) -> dict[str, Any]
 
 
 class Emulator:
-    """Serve ``device`` (see :func:`served_description`) over a pty or a loopback socket.
+    """Serve ``device`` (see ``served_description``) over a pty or a loopback socket.
 
     ``with Emulator("sim:optical", faults=Faults(corrupt=0.05)) as emu:`` serves from a
     background thread; point a serial device at ``emu.address``. ``socket="HOST:PORT"``
@@ -158,7 +158,7 @@ class Emulator:
         self.stop()
 
     def serve_forever(self) -> None:
-        """Serve until :meth:`stop` (or Ctrl-C in the calling thread)."""
+        """Serve until ``stop`` (or Ctrl-C in the calling thread)."""
         while not self._stop.is_set():
             self._send_due()
             if self._booting:  # after a reset: deaf and mute until booted, then a banner

@@ -1,7 +1,7 @@
 """What goes wrong on an emulated line: fault rates, their counters, a seeded injector.
 
-The emulator (:mod:`physnn.hardware.emulator`) passes every frame through a
-:class:`FaultInjector`: corrupted and dropped frames in both directions, replies delayed past
+The emulator (``physnn.hardware.emulator``) passes every frame through a
+``FaultInjector``: corrupted and dropped frames in both directions, replies delayed past
 the host's timeout, bursts of garbage, disconnects and board resets, all drawn from one seeded
 stream so a faulty run can be repeated exactly.
 """

@@ -6,7 +6,7 @@ A frame is ``sync(2) version type channel flags seq(2) length(2) hcrc(2) payload
 a corrupted length is rejected at once (the decoder never waits for a frame that is not
 coming) and a frame whose payload is damaged still names its sequence number, so the
 receiver can ask for it again immediately instead of waiting for a timeout. Everything is
-little-endian. :mod:`physnn.hardware.protocol` adds the payloads and re-exports all of this.
+little-endian. ``physnn.hardware.protocol`` adds the payloads and re-exports all of this.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class Msg(IntEnum):
     BUSY = 0x7E
     """Only as a reply (type 0xFE): still working on this request; keep waiting."""
     ERROR = 0x7F
-    """Only as a reply (type 0xFF): the request failed, see :class:`Err`."""
+    """Only as a reply (type 0xFF): the request failed, see ``Err``."""
 
 
 class Err(IntEnum):
@@ -128,7 +128,7 @@ class Frame:
 
     @property
     def name(self) -> str:
-        """The frame type's name (see :func:`type_name`)."""
+        """The frame type's name (see ``type_name``)."""
         return type_name(self.type)
 
 
@@ -143,7 +143,7 @@ class Damaged:
 
     @property
     def name(self) -> str:
-        """The frame type's name (see :func:`type_name`)."""
+        """The frame type's name (see ``type_name``)."""
         return type_name(self.type)
 
 

@@ -4,7 +4,7 @@ What makes a night of training on a flaky link safe:
 
 - every request is retried a bounded number of times (``retries``), every wait has an explicit
   silence limit (``timeout``), the port is reopened a bounded number of times per batch
-  (``reconnects``) and then :class:`SerialLinkError` says what happened: nothing loops forever;
+  (``reconnects``) and then ``SerialLinkError`` says what happened: nothing loops forever;
 - a retried batch is never measured twice: RUN is idempotent on the board (same token, batch
   id and input CRC -> the stored outputs), and the board's running count of measured samples
   is checked after every batch, so a duplicate would show in ``LinkStats.duplicated``;
@@ -13,8 +13,8 @@ What makes a night of training on a flaky link safe:
 - after a board reset the link sees the new boot id or a NOT_OPEN error, handshakes again and
   restarts the batch; after a disconnect it reopens the transport.
 
-Each :class:`Link` is one device's conversation on its own channel of a shared
-:class:`~physnn.hardware.port.Port`. Waits are timed on an injectable clock, so the whole
+Each ``Link`` is one device's conversation on its own channel of a shared
+``physnn.hardware.port.Port``. Waits are timed on an injectable clock, so the whole
 state machine runs deterministically against an in-memory board in tests.
 """
 

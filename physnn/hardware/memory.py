@@ -2,10 +2,10 @@
 
 A pty or a socket needs a second thread and real time, so a test of a timeout waits for it
 and a loaded machine can turn a reply into a late one. Here the host's end
-(:class:`MemoryTransport`) and the board's end (:class:`BoardEnd`) are two byte pipes in one
+(``MemoryTransport``) and the board's end (``BoardEnd``) are two byte pipes in one
 object; each read by the host first lets the board answer what has arrived, and a read that
-finds nothing lets the :class:`VirtualClock` run on instead of sleeping. Faults are not
-drawn at random but scripted by frame number (:class:`LineScript`), so every test says
+finds nothing lets the ``VirtualClock`` run on instead of sleeping. Faults are not
+drawn at random but scripted by frame number (``LineScript``), so every test says
 exactly what goes wrong and when:
 
     transport, board = memory_board({"kind": "sim:optical", "camera_shape": [8, 8]},
@@ -53,7 +53,7 @@ class LineScript:
     """The reply's last CRC byte is flipped: the header is intact, the frame reads as damaged."""
     duplicate_replies: Collection[int] = frozenset()
     garbage_before: Collection[int] = frozenset()
-    """:data:`GARBAGE` goes on the line just before these replies."""
+    """``GARBAGE`` goes on the line just before these replies."""
     drop_requests: Collection[int] = frozenset()
     corrupt_requests: Collection[int] = frozenset()
     disconnect_at: Collection[int] = frozenset()
@@ -80,10 +80,10 @@ def _damage(raw: bytes) -> bytes:
 
 
 class MemoryTransport:
-    """The host's end of an in-memory line (a :class:`~physnn.hardware.transport.Transport`).
+    """The host's end of an in-memory line (a ``physnn.hardware.transport.Transport``).
 
     ``peer`` is called at every read before the host looks for bytes: it is how the far
-    end (a :class:`BoardEnd`) answers in the same thread. ``clock`` runs on by ``timeout``
+    end (a ``BoardEnd``) answers in the same thread. ``clock`` runs on by ``timeout``
     whenever a read finds nothing; give the device the same clock.
     """
 
@@ -197,7 +197,7 @@ def memory_board(
     max_batch: int = 1 << 20,
     n_channels: int = 255,
 ) -> tuple[MemoryTransport, Board]:
-    """An emulated board serving ``device`` (as :func:`~physnn.hardware.emulator.emulate`
+    """An emulated board serving ``device`` (as ``physnn.hardware.emulator.emulate``
     takes it) behind an in-memory line; the board does its work inline and never sends BUSY."""
     lab = Lab(served_description(device))
     board = Board(lab, InlineExecutor(), n_channels=n_channels, max_payload=max_payload,

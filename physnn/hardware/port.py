@@ -1,8 +1,8 @@
 """A shared serial port, the link's counters, settings and errors.
 
-A :class:`Port` (one transport, its frame decoder, its handshake and the sequence numbers of
+A ``Port`` (one transport, its frame decoder, its handshake and the sequence numbers of
 its requests) is opened once per process and shared by every device on it, each on its own
-channel: one board or one emulator serves all blocks of a network. :data:`PORTS` is the
+channel: one board or one emulator serves all blocks of a network. ``PORTS`` is the
 registry that hands out ports by name and closes one when its last device leaves.
 """
 

@@ -1,6 +1,6 @@
 """The physnn serial protocol, version 1: frames, checksums, message payloads, a resyncing decoder.
 
-This module (with :mod:`physnn.hardware.frames`, whose names it re-exports) is the one source
+This module (with ``physnn.hardware.frames``, whose names it re-exports) is the one source
 of truth of the wire format. ``devices/PROTOCOL.md`` documents the same bytes for firmware
 authors, ``devices/firmware/`` implements them in C and ``tests/test_protocol.py`` pins them
 byte for byte. Everything is little-endian. The frames live in ``frames``; here are the
@@ -115,7 +115,7 @@ class HelloReply:
     version: int
     n_channels: int
     formats: int
-    """Bit ``f`` set: :class:`Format` ``f`` is supported."""
+    """Bit ``f`` set: ``Format`` ``f`` is supported."""
     caps: int
     max_payload: int
     max_batch: int
@@ -356,7 +356,7 @@ class Busy:
 
 @dataclass(frozen=True)
 class ErrorReply:
-    """ERROR reply: why a request failed (:class:`Err` says what the host does about it)."""
+    """ERROR reply: why a request failed (``Err`` says what the host does about it)."""
 
     TYPE: ClassVar[int] = Msg.ERROR | REPLY
     code: int

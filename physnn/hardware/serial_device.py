@@ -1,14 +1,14 @@
 """``serial`` devices: a board behind a serial port (lab hardware or ``physnn emulate``).
 
-:class:`SerialDevice` is a :class:`~physnn.core.device.Device` like any simulator, so every
+``SerialDevice`` is a ``physnn.core.device.Device`` like any simulator, so every
 preset, calibration and comparison runs on hardware by changing the device description. The
 board reports its spec in the handshake; the driver checks it against what the network needs.
 
 This module is the device: its settings, its spec, input validation (the domain and the
 description's ``limits`` are checked before any byte is sent) and the split of a call into
 board batches. What happens on the wire, and how a flaky link is recovered without ever
-measuring a batch twice, is :mod:`physnn.hardware.link`; how bytes travel is a
-:class:`~physnn.hardware.transport.Transport` (pyserial by default, injectable).
+measuring a batch twice, is ``physnn.hardware.link``; how bytes travel is a
+``physnn.hardware.transport.Transport`` (pyserial by default, injectable).
 
 One port is opened once per process and shared by every device on it; each device has its
 own channel (``channel = "auto"`` takes the lowest free one), so one board or one emulator
@@ -148,14 +148,14 @@ class SerialDevice(Device):
     input range beyond the board's domain (hardware safety; ``clip`` clips into it instead of
     raising). ``trace`` is ``"log"`` (DEBUG lines on the device's logger) or a file path for a
     wire trace; ``stats_file`` a JSON file rewritten with the counters after every batch.
-    ``spec`` (as :meth:`describe` writes it) declares what the board must report; with it the
-    port is opened on first use instead of at construction. Numeric settings: :data:`SETTINGS`.
+    ``spec`` (as ``describe`` writes it) declares what the board must report; with it the
+    port is opened on first use instead of at construction. Numeric settings: ``SETTINGS``.
     Any other key describes the device the board is expected to serve; only a board that
     checks descriptions (the emulator) accepts such keys, and it refuses a mismatch.
 
     From Python only: ``transport`` carries the bytes instead of pyserial (``port`` then just
     names it; every device on that port must share the object), and ``clock`` is where waits
-    are timed (a :class:`~physnn.hardware.memory.VirtualClock` makes tests instant).
+    are timed (a ``physnn.hardware.memory.VirtualClock`` makes tests instant).
     """
 
     def __init__(
@@ -207,7 +207,7 @@ class SerialDevice(Device):
     # -- what the link knows ----------------------------------------------------------------
     @property
     def link_stats(self) -> LinkStats:
-        """The counters of this device's link (see :class:`~physnn.hardware.link.LinkStats`)."""
+        """The counters of this device's link (see ``physnn.hardware.link.LinkStats``)."""
         return self.link.stats
 
     @property

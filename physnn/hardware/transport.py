@@ -1,12 +1,12 @@
-"""How bytes reach a board: a small :class:`Transport` protocol and its pyserial implementation.
+"""How bytes reach a board: a small ``Transport`` protocol and its pyserial implementation.
 
-The retry state machine (:mod:`physnn.hardware.link`) only ever opens, closes, reads and
+The retry state machine (``physnn.hardware.link``) only ever opens, closes, reads and
 writes bytes, so anything that can do that can carry the protocol: a serial port or a
-``socket://`` URL through pyserial (:class:`SerialTransport`, the default), or an in-memory
-line (:class:`physnn.hardware.memory.MemoryTransport`) that lets tests drive the driver
+``socket://`` URL through pyserial (``SerialTransport``, the default), or an in-memory
+line (``physnn.hardware.memory.MemoryTransport``) that lets tests drive the driver
 against a board in the same thread, with scripted faults and a virtual clock.
 
-Failures are reported as :class:`OSError` (pyserial's ``SerialException`` is one), which the
+Failures are reported as ``OSError`` (pyserial's ``SerialException`` is one), which the
 link treats as a lost connection: it reopens the transport a bounded number of times.
 """
 
@@ -53,7 +53,7 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """The wall clock: :func:`time.monotonic` and :func:`time.sleep`."""
+    """The wall clock: ``time.monotonic`` and ``time.sleep``."""
 
     def now(self) -> float:
         """Seconds on the process's monotonic clock."""

@@ -1,8 +1,8 @@
 """Devices as torch layers, and physics-aware differentiation as an autograd Function.
 
-``physnn.nn`` is how a physical device meets ``torch.nn``: :class:`PhysicalLayer` wraps any
-:class:`~physnn.core.Device` as a module (black box, or differentiable through a twin), and
-:func:`physics_aware` measures on the device while taking the gradient from a twin, so
+``physnn.nn`` is how a physical device meets ``torch.nn``: ``PhysicalLayer`` wraps any
+``physnn.core.Device`` as a module (black box, or differentiable through a twin), and
+``physics_aware`` measures on the device while taking the gradient from a twin, so
 backprop and physics-aware training are ordinary autograd. It depends on ``physnn.core``
 only, so a user's own model and training loop need nothing else from physnn.
 """

@@ -5,7 +5,7 @@ every op dispatched while they are active. A simulator standing in for a physica
 a twin whose cost belongs to its own ledger phase, must not leak into whatever counter the
 caller has open (say, the trainable layers' ``train`` phase), so this module can hide the
 ops of a block of code from every enclosing FLOP counter, and defines the small meter
-protocol :func:`physnn.nn.physics_aware` charges a twin's passes to.
+protocol ``physnn.nn.physics_aware`` charges a twin's passes to.
 """
 
 from __future__ import annotations
@@ -50,11 +50,11 @@ def hidden_from_flop_counters() -> Iterator[None]:
 
 
 class TwinMeter(Protocol):
-    """What :func:`physnn.nn.physics_aware` charges a twin's FLOPs to.
+    """What ``physnn.nn.physics_aware`` charges a twin's FLOPs to.
 
     ``count(key, n_samples)`` wraps one forward (``key`` ends in ``:forward``) or backward
     (``:backward``) pass of ``n_samples`` samples. ``physnn.train.ledger.SampledFlops`` is
-    one (the ledger's ``model`` phase); :class:`TwinFlops` is a plain exact one.
+    one (the ledger's ``model`` phase); ``TwinFlops`` is a plain exact one.
     """
 
     def count(self, key: str, n_samples: int) -> AbstractContextManager[Any]:
@@ -65,7 +65,7 @@ class TwinMeter(Protocol):
 class TwinFlops:
     """Exact FLOPs of a twin's passes per key (matrix products, as torch's counter knows them).
 
-    For users of :mod:`physnn.nn` outside the trainers: ``totals["layer:backward"]`` is what
+    For users of ``physnn.nn`` outside the trainers: ``totals["layer:backward"]`` is what
     differentiating through the twin cost. The trainers use the ledger's pointwise-aware,
     sampled meter instead.
     """

@@ -1,12 +1,12 @@
 """A physical device as a torch layer.
 
-:class:`~physnn.core.Device` stays a plain class (its contract is ``_measure``); this module
+``physnn.core.Device`` stays a plain class (its contract is ``_measure``); this module
 is the bridge to ``torch.nn`` so a device fits wherever a layer does: in ``nn.Sequential``,
 under hooks, in a user's own training loop, and in checkpoints. The device's mutable state
 (its random streams and its accounting) travels in the module's ``state_dict`` as extra
 state, so ``net.state_dict()`` of a network of physical layers is a complete checkpoint: a
 loaded network continues the very same noise. ``.to()``, ``.double()`` and ``.cuda()`` reach
-the device's own tensors through :meth:`Device.apply_to_tensors`.
+the device's own tensors through ``Device.apply_to_tensors``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class PhysicalLayer(nn.Module):
     train through it, as with real hardware). With ``twin`` (a differentiable device,
     ``(weight, device)`` pairs, or ``device`` itself for backprop through a simulator) the
     forward pass is still the measurement and the backward pass is the twin's
-    vector-Jacobian product (see :func:`physnn.nn.physics_aware`); ``flops`` and ``name``
+    vector-Jacobian product (see ``physnn.nn.physics_aware``); ``flops`` and ``name``
     say where the twin's FLOPs are charged.
     """
 
@@ -80,7 +80,7 @@ class PhysicalLayer(nn.Module):
         return {"device": states[0], "twins": states[1:]}
 
     def set_extra_state(self, state: Any) -> None:
-        """Restore what :meth:`get_extra_state` saved."""
+        """Restore what ``get_extra_state`` saved."""
         twins = twin_devices(self.device, self.twin)
         if len(state.get("twins", [])) != len(twins):
             raise ValueError(

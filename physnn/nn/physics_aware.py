@@ -6,11 +6,11 @@ sees real measurements, and backpropagates through a differentiable *twin* evalu
 same input: the gradient is ``J_twin(x)^T dL/dy`` at the measured ``y``. It is exact where
 the twin is exact and biased by the sim-to-real gap where it is not.
 
-:func:`physics_aware` is that rule as one ``torch.autograd.Function`` application, so a
+``physics_aware`` is that rule as one ``torch.autograd.Function`` application, so a
 physical layer joins ordinary autograd: ``loss.backward()`` runs the twin's backward pass
 where the device sits in the graph. ``twin`` may be
 
-- another :class:`~physnn.core.Device` with ``forward_with_grad`` (a simulator, a fitted
+- another ``physnn.core.Device`` with ``forward_with_grad`` (a simulator, a fitted
   surrogate);
 - a list of ``(weight, device)`` pairs, mixed as ``sum(w * t.forward_with_grad(x))`` (PAT's
   mismatch mixes the exact model with another random cavity);
@@ -97,7 +97,7 @@ def _keep_graph() -> bool:
 
 
 class PhysicsAwareFunction(torch.autograd.Function):
-    """The autograd node behind :func:`physics_aware` (call that, not this)."""
+    """The autograd node behind ``physics_aware`` (call that, not this)."""
 
     @staticmethod
     def forward(
@@ -162,7 +162,7 @@ def physics_aware(
     """``device(x)`` in the forward pass, the twin's vector-Jacobian product in the backward.
 
     ``twin``: a differentiable device, ``(weight, device)`` pairs, or ``device`` itself / None
-    (in silico). ``flops``: a :class:`~physnn.nn.counting.TwinMeter` the twin's passes are
+    (in silico). ``flops``: a ``physnn.nn.counting.TwinMeter`` the twin's passes are
     charged to, under ``name`` (default: the device's kind). Where no gradient is needed
     (``x`` does not require one, or autograd is off) this is the plain measurement ``device(x)``:
     nothing upstream trains, so no twin is run.

@@ -36,6 +36,7 @@ class WeightAverage:
 
     @torch.no_grad()
     def update(self) -> None:
+        """Fold the live weights in (once per epoch; kept in float64 so long runs do not round off)."""
         self.steps += 1
         for a, p in zip(self.avg, self.params, strict=True):
             a.mul_(self.decay).add_(p.double(), alpha=1.0 - self.decay)
@@ -62,9 +63,11 @@ class WeightAverage:
                     p.copy_(w)
 
     def state_dict(self) -> dict:
+        """The running average and its step count, so a resumed run evaluates the same weights."""
         return {"decay": self.decay, "steps": self.steps, "avg": [a.clone() for a in self.avg]}
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state_dict``; refuses an average of another decay or parameter set."""
         if state["decay"] != self.decay or len(state["avg"]) != len(self.avg):
             raise ValueError(
                 f"checkpoint holds an average with decay {state['decay']} over "

@@ -1,14 +1,14 @@
 """In-silico end-to-end backpropagation through the differentiable simulators (the upper bound).
 
-The network is the same :class:`PhysicalNetwork` PhyLL trains, plus a digital read-out
+The network is the same ``PhysicalNetwork`` PhyLL trains, plus a digital read-out
 ``Linear(width of the last block -> n_classes)`` trained with cross-entropy; one Adam for all
 digital parameters. Between blocks the per-sample min-max mapping into the next device's
-domain is the one :meth:`Block.to_next` applies, made differentiable (a straight-through
+domain is the one ``Block.to_next`` applies, made differentiable (a straight-through
 estimator where the domain has discrete levels). No label is overlaid: the label slots keep
 their neutral value, and a prediction is one pass per sample.
 
 Real hardware cannot run this rule: it needs ``Device.forward_with_grad``. Each device joins
-the graph through :func:`physnn.nn.physics_aware` with itself as the twin, so one
+the graph through ``physnn.nn.physics_aware`` with itself as the twin, so one
 ``loss.backward()`` runs the whole backward pass, and the ledger still tells the FLOPs of the
 trainable layers (phase ``train``) from those of differentiating through the physics (phase
 ``model``): the device's backward pass is charged to ``model`` and hidden from ``train``. The
@@ -34,7 +34,7 @@ from .network import PhysicalNetwork
 
 
 def to_domain(h: torch.Tensor, domain: Domain) -> torch.Tensor:
-    """:meth:`Block.to_next` with gradients: per-sample min-max into ``domain``.
+    """``Block.to_next`` with gradients: per-sample min-max into ``domain``.
 
     Values equal ``Block.to_next``'s; on a discrete domain the snap to the levels passes the
     gradient straight through.
@@ -49,7 +49,7 @@ def to_domain(h: torch.Tensor, domain: Domain) -> torch.Tensor:
 
 MODEL_FLOP_SAMPLE_EVERY = 10
 """Differentiating through a device model: FLOPs counted exactly on every 10th call per block
-and direction, per sample in between (see :class:`physnn.train.ledger.SampledFlops`)."""
+and direction, per sample in between (see ``physnn.train.ledger.SampledFlops``)."""
 
 
 @dataclass
@@ -109,7 +109,7 @@ class Backprop:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` saved."""
+        """Restore what ``state_dict`` saved."""
         self.optimizer.load_state_dict(state["optimizer"])
         self.readout.load_state_dict(state["readout"])
         self.gen.set_state(state["gen"])

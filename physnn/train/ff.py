@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .ledger import LedgerFlopMeter
-from .network import PhysicalNetwork
+from .network import Block, PhysicalNetwork
 from .phyll import PhyLL, PhyLLSettings
 
 
@@ -42,6 +42,8 @@ def length_normalise(h: torch.Tensor) -> torch.Tensor:
 
 @dataclass(kw_only=True)
 class FFSettings(PhyLLSettings):
+    """PhyLL's settings plus FF's goodness threshold (the rest of the loop is shared)."""
+
     threshold: float = 2.0
     """theta: the goodness that separates positive from negative samples."""
 
@@ -49,16 +51,20 @@ class FFSettings(PhyLLSettings):
 class ForwardForward(PhyLL):
     """Trains each block alone with FF's goodness and loss (see the module docstring)."""
 
+    s: FFSettings
+
     def __init__(self, net: PhysicalNetwork, settings: FFSettings, gen: torch.Generator):
         super().__init__(net, settings, gen)
         self.flops = LedgerFlopMeter()
 
-    def block_loss(self, block, f_pos: torch.Tensor, f_neg: torch.Tensor) -> torch.Tensor:
+    def block_loss(self, block: Block, f_pos: torch.Tensor, f_neg: torch.Tensor) -> torch.Tensor:
+        """FF's per-sample threshold loss in place of PhyLL's pairwise one."""
         return ff_loss(
             ff_goodness(block.linear(f_pos)), ff_goodness(block.linear(f_neg)), self.s.threshold
         )
 
-    def block_goodness(self, block, h: torch.Tensor) -> torch.Tensor:
+    def block_goodness(self, block: Block, h: torch.Tensor) -> torch.Tensor:
+        """FF's squared-activity goodness, so prediction scores labels as training did."""
         return ff_goodness(h)
 
     def to_next(self, k: int, h: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ class FlopMeter:
     def count(self, phase: str) -> Iterator[None]:
         """Add the FLOPs of the wrapped block to ``phase``.
 
-        A device's measurement inside the block is not counted: :class:`physnn.nn.PhysicalLayer`
+        A device's measurement inside the block is not counted: ``physnn.nn.PhysicalLayer``
         hides the physical system's work from every FLOP counter.
         """
         mode = FlopCounterMode(display=False)
@@ -32,5 +32,5 @@ class FlopMeter:
         return dict(self.totals)
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        """Continue from :meth:`state_dict`'s totals."""
+        """Continue from ``state_dict``'s totals."""
         self.totals = defaultdict(int, state)

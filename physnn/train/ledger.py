@@ -90,7 +90,7 @@ class _Tally:
             def count(*args, out_val=None, **kwargs):
                 return self.add(int(formula(*args, out_val=out_val, **kwargs)), out_val)
 
-            count._get_raw = True
+            count._get_raw = True  # type: ignore[attr-defined]  # private torch flag: pass raw args
             return count
 
         def pointwise(cost: int, of_input: bool = False):
@@ -98,7 +98,7 @@ class _Tally:
                 ref = args[0] if of_input or out_val is None else out_val
                 return self.add(cost * _numel(ref), out_val)
 
-            count._get_raw = True
+            count._get_raw = True  # type: ignore[attr-defined]  # private torch flag: pass raw args
             return count
 
         m: dict[Any, Any] = {op: wrap_formula(f) for op, f in flop_registry.items()}
@@ -113,15 +113,15 @@ class _Tally:
             source = args[3] if len(args) > 3 else kwargs["source"]
             return self.add(source.numel(), out_val)
 
-        index_add._get_raw = True
+        index_add._get_raw = True  # type: ignore[attr-defined]  # private torch flag: pass raw args
         m[aten.index_add] = index_add
         return m
 
 
 class LedgerFlopMeter(FlopMeter):
-    """A :class:`FlopMeter` that also counts pointwise ops and splits forward from backward.
+    """A ``FlopMeter`` that also counts pointwise ops and splits forward from backward.
 
-    ``totals[phase]`` keeps the meaning it has in :class:`FlopMeter` (all FLOPs of a phase);
+    ``totals[phase]`` keeps the meaning it has in ``FlopMeter`` (all FLOPs of a phase);
     ``backward[phase]`` is the part run by autograd's backward engine. The optimizer update
     and the loss count as forward.
     """
@@ -132,6 +132,7 @@ class LedgerFlopMeter(FlopMeter):
 
     @contextmanager
     def count(self, phase: str) -> Iterator[None]:
+        """Add the wrapped block's FLOPs to ``phase``, the backward-engine part also to ``backward``."""
         tally = _Tally()
         with FlopCounterMode(display=False, custom_mapping=tally.mapping()):
             yield
@@ -144,9 +145,12 @@ class LedgerFlopMeter(FlopMeter):
         return total - bwd, bwd
 
     def state_dict(self) -> dict[str, int]:
+        """Totals and backward parts in one flat dict (``phase:backward`` keys), so a checkpoint
+        written by a plain ``FlopMeter`` still loads."""
         return {**self.totals, **{f"{k}:backward": v for k, v in self.backward.items()}}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue from ``state_dict``; a state without backward parts counts them from zero."""
         self.totals = defaultdict(int, {k: v for k, v in state.items() if ":" not in k})
         self.backward = defaultdict(
             int, {k.split(":")[0]: v for k, v in state.items() if k.endswith(":backward")}
@@ -209,6 +213,7 @@ class PeakMemory:
         self._thread: threading.Thread | None = None
 
     def start(self) -> PeakMemory:
+        """Take the baseline and begin tracking (the kernel's peak counter if it can be reset)."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             self._base = torch.cuda.memory_allocated(self.device)
@@ -236,6 +241,7 @@ class PeakMemory:
         return max(0, max(self._peak, _rss_bytes()) - self._base)
 
     def stop(self) -> int:
+        """End the sampling thread, if any; returns the peak bytes above the baseline."""
         peak = self.peak_bytes
         self._stop.set()
         if self._thread is not None:
@@ -272,7 +278,7 @@ def ledger(
 
     ``flops`` phases: ``train`` (the trainable digital layers, their loss and update),
     ``model`` (the differentiable twin or simulator that PAT and backprop differentiate
-    through), ``eval`` (inference). A plain :class:`FlopMeter` has no forward/backward
+    through), ``eval`` (inference). A plain ``FlopMeter`` has no forward/backward
     split; its FLOPs then count as forward.
     """
     q_train = float(np.nansum(np.asarray(metrics.get("train_queries", []), dtype=float)))
@@ -331,7 +337,7 @@ def run_ledger(
     memory: PeakMemory,
     peak_before: float = 0.0,
 ) -> dict[str, float | str]:
-    """The ledger of a run in progress, from the runner's own objects (see :func:`ledger`).
+    """The ledger of a run in progress, from the runner's own objects (see ``ledger``).
 
     ``peak_before`` is the peak an interrupted earlier part of the run reached (resume).
     """
@@ -371,6 +377,7 @@ class SampledFlops:
 
     @contextmanager
     def count(self, key: str, n_samples: int) -> Iterator[None]:
+        """Charge the wrapped call of ``n_samples`` under ``key``: measured, or at the last rate."""
         i = self.calls[key]
         self.calls[key] += 1
         if i % self.every == 0 or key not in self.rate:
@@ -386,8 +393,10 @@ class SampledFlops:
         self.meter.backward[self.phase] += bwd
 
     def state_dict(self) -> dict[str, Any]:
+        """Call counts and rates, so a resumed run samples the same calls and charges the same."""
         return {"calls": dict(self.calls), "rate": dict(self.rate)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state_dict`` (an empty state: every key is measured afresh)."""
         self.calls = defaultdict(int, state.get("calls", {}))
         self.rate = {k: tuple(v) for k, v in state.get("rate", {}).items()}

@@ -27,24 +27,37 @@ from .phyll import LocalRuleSettings, PhyLL, PhyLLSettings
 
 
 class Trainer(Protocol):
-    flops: FlopMeter
+    """The contract of the module docstring, so the runner drives every rule the same way."""
 
-    def train_epoch(self, x: Any, y: torch.Tensor) -> list[float]: ...
+    @property
+    def flops(self) -> FlopMeter:
+        """The rule's digital FLOPs by phase (read-only here: rules may keep a richer meter)."""
+        ...
 
-    def predict(self, x: Any) -> torch.Tensor: ...
+    def train_epoch(self, x: Any, y: torch.Tensor) -> list[float]:
+        """One pass over the training data; returns the rule's losses (one per block or one)."""
+        ...
+
+    def predict(self, x: Any) -> torch.Tensor:
+        """Class indices for ``x``, by the rule's own decision (goodness per label, or a head)."""
+        ...
 
     def digital_modules(self) -> list[nn.Module]:
         """Every trainable digital module (what ``train.average`` averages)."""
         ...
 
-    def state_dict(self) -> dict: ...
+    def state_dict(self) -> dict:
+        """Everything besides the network that a bit-exact resume needs (optimizers, streams)."""
+        ...
 
-    def load_state_dict(self, state: dict) -> None: ...
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state_dict``."""
+        ...
 
 
 class RuleConfig(Protocol):
     """What the factories read of an experiment's ``[train]`` section
-    (:class:`physnn.experiments.config.TrainConfig` is one)."""
+    (``physnn.experiments.config.TrainConfig`` is one)."""
 
     method: str
     lr: float

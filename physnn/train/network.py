@@ -3,7 +3,7 @@
 Only the Linear layers are trainable. A block's device is queried once per sample; the
 measured features are then reused for every inner optimisation step, which is what makes
 model-free local learning cheap in device queries. Each device sits in its block as a
-:class:`~physnn.nn.PhysicalLayer`, so ``net.state_dict()`` carries the devices' random
+``physnn.nn.PhysicalLayer``, so ``net.state_dict()`` carries the devices' random
 streams and accounting with the weights: it is a complete checkpoint.
 """
 
@@ -71,7 +71,7 @@ class Block(nn.Module):
 
 
 class BlockList(nn.ModuleList):
-    """``nn.ModuleList`` of :class:`Block`: the same module, typed so its items are Blocks."""
+    """``nn.ModuleList`` of ``Block``: the same module, typed so its items are Blocks."""
 
     def __init__(self, blocks: Iterable[Block]):
         super().__init__(blocks)
@@ -124,7 +124,7 @@ class PhysicalNetwork(nn.Module):
         return {"params": self.state_dict()}
 
     def load_state_dict_full(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict_full`, or a checkpoint written before devices were layers
+        """Restore ``state_dict_full``, or a checkpoint written before devices were layers
         (weights in ``params``, device states in a ``devices`` list)."""
         params = state["params"]
         if "devices" in state:

@@ -4,7 +4,7 @@ The forward pass runs on the real device (a black box: a counted query); the bac
 uses the Jacobian of a differentiable *twin* evaluated at the same inputs. The downstream
 layers see the measured output, so the gradient is ``J_twin(x)^T dL/dy`` at the measured
 ``y``: exact where the twin is exact, biased by the sim-to-real gap where it is not. This is
-:func:`physnn.nn.physics_aware` with the twins below, on :class:`Backprop`'s network; the
+``physnn.nn.physics_aware`` with the twins below, on ``Backprop``'s network; the
 twin's forward and backward passes are charged to the ledger's ``model`` phase.
 
 Twins (``train.pat_twin``):
@@ -15,7 +15,7 @@ Twins (``train.pat_twin``):
   e.g. a fitted ``surrogate`` (built with the block's ``n_in`` and device seed, so
   ``{block}`` in a surrogate's path picks the block's twin). It must be differentiable and
   match the block's n_in/n_out. Its building cost (calibration queries, fitting FLOPs; see
-  :func:`twin_building_cost`) is charged to the run's ledger.
+  ``twin_building_cost``) is charged to the run's ledger.
 
 ``train.pat_mismatch`` = epsilon in [0, 1] mimics the sim-to-real gap with the simulator
 twin: its output is ``(1 - eps) f(x) + eps f'(x)``, where ``f'`` is the same kind of device
@@ -155,7 +155,7 @@ class PhysicsAware(Backprop):
         return {**super().state_dict(), "twins": [t.state_dict() for t in self.twin_devices]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` saved."""
+        """Restore what ``state_dict`` saved."""
         super().load_state_dict(state)
         for t, s in zip(self.twin_devices, state["twins"], strict=True):
             t.load_state_dict(s)

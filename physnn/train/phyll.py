@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .flops import FlopMeter
-from .network import PhysicalNetwork
+from .network import Block, PhysicalNetwork
 
 
 def overlay_label(
@@ -70,7 +70,7 @@ def phyll_loss(g_pos: torch.Tensor, g_neg: torch.Tensor, alpha: float) -> torch.
 @dataclass(kw_only=True)
 class LocalRuleSettings:
     """The hyperparameters of a goodness-based local rule; also the ``[train]`` keys of an
-    experiment config (:class:`physnn.experiments.config.TrainConfig` extends this class), so
+    experiment config (``physnn.experiments.config.TrainConfig`` extends this class), so
     the two can never disagree on a name, a type or a default."""
 
     lr: float = 5e-4
@@ -94,7 +94,7 @@ class PhyLLSettings(LocalRuleSettings):
 
 
 class PhyLL:
-    """Trains a :class:`PhysicalNetwork` block by block, one Adam per block."""
+    """Trains a ``PhysicalNetwork`` block by block, one Adam per block."""
 
     def __init__(self, net: PhysicalNetwork, settings: PhyLLSettings, gen: torch.Generator):
         self.net = net
@@ -104,9 +104,12 @@ class PhyLL:
         self.optimizers = [torch.optim.Adam(b.linear.parameters(), lr=settings.lr) for b in net.blocks]
 
     def digital_modules(self) -> list[torch.nn.Module]:
+        """The blocks' Linears: the only trained weights (the devices are black boxes)."""
         return [b.linear for b in self.net.blocks]
 
     def state_dict(self) -> dict:
+        """Optimizers, random stream and FLOP totals: what a bit-exact resume needs
+        besides the network's own state."""
         return {
             "optimizers": [o.state_dict() for o in self.optimizers],
             "gen": self.gen.get_state(),
@@ -114,6 +117,7 @@ class PhyLL:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state_dict`` (the network is restored separately)."""
         for o, s in zip(self.optimizers, state["optimizers"], strict=True):
             o.load_state_dict(s)
         self.gen.set_state(state["gen"])
@@ -137,7 +141,7 @@ class PhyLL:
         return [t / n for t in totals]
 
     # The three pieces a goodness-based local rule defines (FF overrides them).
-    def block_loss(self, block, f_pos: torch.Tensor, f_neg: torch.Tensor) -> torch.Tensor:
+    def block_loss(self, block: Block, f_pos: torch.Tensor, f_neg: torch.Tensor) -> torch.Tensor:
         """The block's local loss on its cached measurements of positives and negatives."""
         return phyll_loss(
             goodness(block.linear(f_pos), block.zeta),
@@ -145,7 +149,8 @@ class PhyLL:
             self.s.alpha,
         )
 
-    def block_goodness(self, block, h: torch.Tensor) -> torch.Tensor:
+    def block_goodness(self, block: Block, h: torch.Tensor) -> torch.Tensor:
+        """The block's goodness of its output, summed over blocks to score a candidate label."""
         return goodness(h, block.zeta)
 
     def to_next(self, k: int, h: torch.Tensor) -> torch.Tensor:
@@ -153,6 +158,11 @@ class PhyLL:
         return self.net.blocks[k].to_next(h, self.net.blocks[k + 1].device.spec.domain)
 
     def train_batch(self, pos: torch.Tensor, neg: torch.Tensor) -> list[float]:
+        """Train every block on one batch; returns each block's final inner-step loss.
+
+        Each block queries its device once per sample and reuses the measurement for all
+        ``inner_steps``, so extra optimisation costs digital FLOPs, not device queries.
+        """
         blocks = self.net.blocks
         losses = []
         for k, (block, opt) in enumerate(zip(blocks, self.optimizers, strict=True)):
@@ -180,7 +190,7 @@ class PhyLL:
             for label in range(c):
                 lab = torch.full((xb.shape[0],), label, dtype=torch.long, device=x.device)
                 z = overlay_label(xb, lab, c, self.s.label_amplitude, self.s.label_width)
-                total = None
+                total: torch.Tensor | None = None
                 for k, block in enumerate(blocks):
                     f = block.features(z)
                     with self.flops.count("eval"):
@@ -189,8 +199,10 @@ class PhyLL:
                         total = g if total is None else total + g
                         if k + 1 < len(blocks):
                             z = self.to_next(k, h)
+                assert total is not None  # a network has at least one block
                 out[start : start + xb.shape[0], label] = total
         return out
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """The label whose overlay gives the largest summed goodness (``n_classes`` passes)."""
         return self.scores(x).argmax(1)

@@ -62,13 +62,14 @@ class LinearReadout:
         self.std: torch.Tensor | None = None
 
     def fit(self, f: torch.Tensor, y: torch.Tensor, flops: FlopMeter | None = None) -> LinearReadout:
+        """Fit on standardised features (so one ``l2`` suits any feature scale); FLOPs as ``readout``."""
         self.mean, self.std = f.mean(0), f.std(0).clamp_min(1e-6)
         z = (f - self.mean) / self.std
         w = torch.zeros(f.shape[1], self.n_classes, device=f.device, requires_grad=True)
         b = torch.zeros(self.n_classes, device=f.device, requires_grad=True)
         opt = torch.optim.LBFGS([w, b], max_iter=self.max_iter, line_search_fn="strong_wolfe")
 
-        def closure():
+        def closure() -> torch.Tensor:
             opt.zero_grad()
             loss = F.cross_entropy(z @ w + b, y) + self.l2 * w.square().sum()
             loss.backward()
@@ -83,6 +84,7 @@ class LinearReadout:
         return self
 
     def predict(self, f: torch.Tensor) -> torch.Tensor:
-        if self.weight is None:
+        """The most likely class per row of ``f`` (features as ``fit`` saw them)."""
+        if self.weight is None or self.bias is None or self.mean is None or self.std is None:
             raise RuntimeError("LinearReadout.predict before fit")
         return (((f - self.mean) / self.std) @ self.weight + self.bias).argmax(1)

@@ -2,7 +2,7 @@
 drift), import measurements made elsewhere, check a device against its record.
 
 Every path ends in one format, the HDF5 calibration record (``calibration/README.md``);
-surrogate devices (:mod:`physnn.twins.surrogate`) are fitted to it.
+surrogate devices (``physnn.twins.surrogate``) are fitted to it.
 """
 
 from .analysis import summarize, summary_text

@@ -2,8 +2,8 @@
 range, saturation and drift, per output channel.
 
 Everything here is a pure function of a record's arrays, so the summary stored in a record can
-always be recomputed from them. The record is read through :class:`RecordView`, a structural
-type: the analysis sits below :mod:`physnn.twins.record`, which calls it, and never imports it.
+always be recomputed from them. The record is read through ``RecordView``, a structural
+type: the analysis sits below ``physnn.twins.record``, which calls it, and never imports it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from .section import Section
 
 
 class RecordView(Protocol):
-    """What the analysis reads from a :class:`~physnn.twins.record.CalibrationRecord`."""
+    """What the analysis reads from a ``physnn.twins.record.CalibrationRecord``."""
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -56,7 +56,7 @@ class RecordView(Protocol):
         ...
 
     def summary(self) -> dict[str, Any]:
-        """The record's (cached) :func:`summarize`."""
+        """The record's (cached) ``summarize``."""
         ...
 
 

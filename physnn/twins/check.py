@@ -67,7 +67,7 @@ class DriftReport:
         }
 
     def json(self) -> str:
-        """:meth:`as_dict` as indented JSON."""
+        """``as_dict`` as indented JSON."""
         return json.dumps(self.as_dict(), indent=2, default=float)
 
     def text(self, top: int = 10) -> str:

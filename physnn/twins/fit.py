@@ -32,7 +32,7 @@ class FitSettings:
     hidden: tuple[int, ...] = (256, 256)
     activation: str = "silu"
     fourier: int = 0
-    """Periodic input features cos/sin(k pi u), k = 1..fourier (0: none); see :class:`Fourier`."""
+    """Periodic input features cos/sin(k pi u), k = 1..fourier (0: none); see ``Fourier``."""
     holdout: float = 0.15
     """Test split: never used in fitting; the fidelity figures come from it."""
     validation: float = 0.15
@@ -114,7 +114,7 @@ def fit_surrogate(
 ) -> Twin:
     """Fit a twin to a calibration record (object or path) and optionally save it to ``out``.
 
-    ``overrides`` set :class:`FitSettings` fields (``hidden=(128, 128)``, ``epochs=50``...).
+    ``overrides`` set ``FitSettings`` fields (``hidden=(128, 128)``, ``epochs=50``...).
     """
     rec = record if isinstance(record, CalibrationRecord) else read_record(record)
     s = _settings(settings, overrides)

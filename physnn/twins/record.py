@@ -34,7 +34,7 @@ SECTIONS = ("sweep", "repeats", "drift", "response")
 
 
 def spec_dict(spec: DeviceSpec | Mapping[str, Any]) -> dict[str, Any]:
-    """The device facts a record needs, from a :class:`DeviceSpec` or a dict."""
+    """The device facts a record needs, from a ``DeviceSpec`` or a dict."""
     d = dict(spec) if isinstance(spec, Mapping) else spec.to_dict()
     dom = dict(d.get("domain", {}))
     if dom.get("levels") is not None:
@@ -61,7 +61,7 @@ class CalibrationRecord:
     ``spec`` holds name, n_in, n_out, input domain and output units; ``device`` the
     description the device was built from (``None`` for imported measurements);
     ``provenance`` who/what/when (created, physnn_version, command, seed, source, settings,
-    origin). :meth:`summary` derives noise floor, SNR, dynamic range, saturation and drift.
+    origin). ``summary`` derives noise floor, SNR, dynamic range, saturation and drift.
     """
 
     spec: dict[str, Any]
@@ -110,7 +110,7 @@ class CalibrationRecord:
         return self.sweep.outputs
 
     def sections(self) -> dict[str, Section]:
-        """The sections this record holds, in :data:`SECTIONS` order (the file's order)."""
+        """The sections this record holds, in ``SECTIONS`` order (the file's order)."""
         return {k: s for k in SECTIONS if (s := getattr(self, k)) is not None}
 
     def make_device(self, **overrides: Any) -> Device:

@@ -1,6 +1,6 @@
 """One group of measurements of a calibration record: the arrays, nothing about files.
 
-Kept apart from :mod:`physnn.twins.record` so the analysis can read sections without
+Kept apart from ``physnn.twins.record`` so the analysis can read sections without
 importing the record that calls it (imports inside ``twins`` point one way).
 """
 

@@ -291,7 +291,7 @@ def calibrate(
 
     ``inputs`` is ``"uniform"`` (random over the domain) or an array ``[N, n_in]`` of sweep
     inputs to measure instead (e.g. inputs drawn like a network's real ones). Keyword
-    ``overrides`` set :class:`CalibrationSettings` fields (``samples=2000``, ``repeats=5``...).
+    ``overrides`` set ``CalibrationSettings`` fields (``samples=2000``, ``repeats=5``...).
     With ``out`` (a ``.h5`` path) the record is written there atomically; while the
     calibration runs the file, if any, says ``status = running``.
     """

@@ -122,7 +122,7 @@ class Twin:
 
     @classmethod
     def load(cls, path: str | Path) -> Twin:
-        """Read a twin written by :meth:`save`; anything else is a ValueError naming the file."""
+        """Read a twin written by ``save``; anything else is a ValueError naming the file."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"surrogate twin {path} does not exist")

@@ -10,7 +10,7 @@ cell centres and integer steps, face velocities at half steps):
   normal-incidence reflection coefficient ``R`` (impedance ``Z = rho c (1 + R) / (1 - R)``);
   an optional graded sponge layer damps the pressure near the walls. Wall and sponge losses
   act on the pressure semi-implicitly, so the discrete energy decays monotonically; without
-  any loss it is conserved to round-off (see :meth:`AcousticCavity.simulate` with
+  any loss it is conserved to round-off (see ``AcousticCavity.simulate`` with
   ``energy=True``).
 * membranes: Duffing-type resonators at single cells,
   ``x'' + (w0 / Q) x' + w0^2 (x + alpha x^2 + beta x^3) = w0^2 p / p_ref``; a moving membrane

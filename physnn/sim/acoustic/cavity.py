@@ -25,9 +25,9 @@ class AcousticCavity(Perturbable, Device):
     ``device(x)`` runs the time loop in place, without autograd and without any time
     history: the microphone spectra are accumulated as running sums, so memory does not
     depend on the number of steps. ``forward_with_grad`` is differentiable through the time
-    loop (memory grows with the steps; ``checkpoint_steps`` bounds it). :meth:`simulate`
+    loop (memory grows with the steps; ``checkpoint_steps`` bounds it). ``simulate``
     exposes the raw scheme (initial fields, complex spectra, the discrete energy),
-    :meth:`field_snapshot` and :meth:`plot_layout` show the field. See the package docstring
+    ``field_snapshot`` and ``plot_layout`` show the field. See the package docstring
     for the physics.
     """
 
@@ -327,7 +327,7 @@ class AcousticCavity(Perturbable, Device):
         return True
 
     def plot_layout(self, ax: Any, x: torch.Tensor | None = None, step: int | None = None) -> Any:
-        """Draw the cavity on a matplotlib ``Axes``; see :func:`plot_layout`."""
+        """Draw the cavity on a matplotlib ``Axes``; see ``plot_layout``."""
         return plot_layout(self, ax, x, step)
 
     def describe(self) -> dict[str, Any]:

@@ -79,7 +79,7 @@ def _points(value: Any, name: str) -> list[list[float]]:
 
 
 def resolved(value: T | None) -> T:
-    """A parameter :class:`AcousticConfig` derives when it is not given (``None`` in the
+    """A parameter ``AcousticConfig`` derives when it is not given (``None`` in the
     description), read after construction has filled it in."""
     if value is None:
         raise RuntimeError("an AcousticConfig parameter was read before it was resolved")

@@ -39,7 +39,7 @@ default, the paper's 40-bit metasurface for 20 features) feature ``j`` drives tw
 ``ms_states[0]`` (off, out of band) and ``ms_states[1]`` (on, in band). With
 ``elements_per_feature=1`` each feature drives one 2-bit (varactor-like) element whose
 resonance is ``ms_states[level]``, interpolated linearly between levels: a continuous
-relaxation, so :meth:`forward_with_grad` has a true gradient with respect to the input. With
+relaxation, so ``forward_with_grad`` has a true gradient with respect to the input. With
 1-bit elements the level -> bits map is piecewise constant: the gradient is exactly zero
 (the graph still connects, so ``forward_with_grad`` runs).
 
@@ -52,7 +52,7 @@ state. Only the metasurface diagonal of ``W`` changes between samples, so the fi
 complement); a query then solves one ``M x M`` complex system per sample and frequency
 (``M`` metasurface elements), batched with ``torch.linalg.solve`` in chunks of samples,
 in complex128 for float64 inputs and complex64 otherwise (relative error ~1e-4), on the
-input's torch device. :meth:`MetasurfaceCavity.dipole_moments` keeps the full dense solve as
+input's torch device. ``MetasurfaceCavity.dipole_moments`` keeps the full dense solve as
 a reference (about 25x slower with the defaults).
 """
 

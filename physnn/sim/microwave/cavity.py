@@ -22,8 +22,8 @@ class MetasurfaceCavity(Perturbable, Device):
 
     Dipole order: transmitters, receivers, wall dipoles, scatterers, metasurface elements
     (feature ``j`` owns elements ``j * elements_per_feature ...``). See the package docstring
-    for the physics; :meth:`transfer` gives the complex transmission, :meth:`dipole_moments`
-    the dense reference solve, :meth:`plot_spectra` and :meth:`plot_geometry` the pictures.
+    for the physics; ``transfer`` gives the complex transmission, ``dipole_moments``
+    the dense reference solve, ``plot_spectra`` and ``plot_geometry`` the pictures.
     """
 
     differentiable = True
