@@ -10,11 +10,11 @@ from physnn.core import make_device
 from physnn.core.device import Domain
 from physnn.experiments.config import load_config
 from physnn.experiments.runlog import read_run
-from physnn.experiments.runner import build_network, run
+from physnn.experiments.runner import build_network, make_trainer, run
 from physnn.train.backprop import EndToEndSettings, to_domain
 from physnn.train.ff import ff_goodness, ff_loss, length_normalise
 from physnn.train.ledger import LedgerFlopMeter, PeakMemory, SampledFlops, ledger
-from physnn.train.methods import METHODS, make_trainer
+from physnn.train.methods import METHODS
 from physnn.train.pat import PhysicsAware, rebuildable_description, twin_building_cost
 
 
