@@ -106,7 +106,9 @@ def run_jobs(
             try:
                 results[i] = fut.result()
             except BrokenProcessPool as e:
-                failures.append(_failure(jobs[i], RuntimeError(f"its worker process died ({e})")))
+                failures.append(_failure(jobs[i], RuntimeError(
+                    f"a worker process of the pool died while this run was pending or running ({e})"
+                )))
             except Exception as e:  # noqa: BLE001 - reported with the job's name below
                 failures.append(_failure(jobs[i], e))
             bar.set_postfix_str(jobs[i].label)

@@ -1,0 +1,68 @@
+"""The job runner: same numbers in one process or a pool; a failed or killed job fails alone."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from physnn.experiments.jobs import Job, run_jobs, worker_threads
+from physnn.experiments.runlog import read_run
+from physnn.experiments.summary import train
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+def _refuse(x: int) -> int:
+    raise ValueError(f"bad value {x}")
+
+
+def _die(x: int) -> int:
+    os._exit(3)  # a worker killed mid-job (out of memory, kill -9)
+
+
+def test_a_pool_returns_the_results_in_order() -> None:
+    jobs = [Job(f"square {i}", _square, {"x": i}) for i in range(5)]
+    assert run_jobs(jobs, n_jobs=2, progress=False) == [0, 1, 4, 9, 16]
+    assert run_jobs(jobs, n_jobs=1, progress=False) == [0, 1, 4, 9, 16]
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_a_failing_job_fails_alone_and_is_named(n_jobs: int) -> None:
+    jobs = [Job("square 2", _square, {"x": 2}), Job("refuse 7", _refuse, {"x": 7}),
+            Job("square 3", _square, {"x": 3})]
+    with pytest.raises(ValueError, match=r"1 of 3 runs failed.*refuse 7: ValueError: bad value 7"):
+        run_jobs(jobs, n_jobs=n_jobs, progress=False)
+
+
+def test_a_killed_worker_is_reported_with_its_job() -> None:
+    jobs = [Job("dies", _die, {"x": 1})]
+    jobs.append(Job("square 4", _square, {"x": 4}))
+    with pytest.raises(ValueError, match="dies: RuntimeError: a worker process of the pool died"):
+        run_jobs(jobs, n_jobs=2, progress=False)
+
+
+def test_bad_arguments_are_one_line_errors() -> None:
+    with pytest.raises(ValueError, match="jobs must be >= 1, got 0"):
+        run_jobs([], n_jobs=0)
+    with pytest.raises(ValueError, match="threads must be >= 1, got 0"):
+        worker_threads(2, 0)
+    assert worker_threads(2, None) == max(1, (os.cpu_count() or 1) // 2)
+
+
+def test_seeds_in_a_pool_give_the_numbers_of_seeds_in_one_process(tiny_config, tmp_path: Path) -> None:
+    tiny_config["train"].update(epochs=2, eval_every=1)
+    one = train(tiny_config, out=tmp_path / "one", seeds=2, jobs=1, threads=1, progress=False)
+    two = train(tiny_config, out=tmp_path / "two", seeds=2, jobs=2, threads=1, progress=False)
+    for a, b in zip(one.results, two.results, strict=True):
+        assert a.test_acc == b.test_acc and a.record["seed"] == b.record["seed"]
+        for key in ("loss", "test_acc", "train_queries"):
+            assert (a.record["metrics"][key] == b.record["metrics"][key]).all()
+    summary = json.loads((tmp_path / "two" / tiny_config["name"] / "summary.json").read_text())
+    assert summary["test_acc"] == [r.test_acc for r in one.results]
+    log = read_run(tmp_path / "two" / tiny_config["name"] / "seed1.h5")
+    assert log["status"] == "complete"
