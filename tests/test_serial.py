@@ -229,7 +229,7 @@ def test_a_batch_is_never_measured_twice_across_a_board_reset():
 def direct_run(tmp_path_factory):
     from physnn.experiments.config import load_config
 
-    cfg = load_config("digits-optical")
+    cfg = load_config("digits-optical").to_dict()
     cfg["device"]["camera_shape"] = [8, 8]
     cfg["network"]["hidden"] = [32, 32]
     cfg["train"].update(epochs=3, eval_every=3, inner_steps=2, lr=2e-3)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -35,6 +35,13 @@ class Domain:
             object.__setattr__(self, "hi", levels[-1])
         elif not self.lo < self.hi:
             raise ValueError(f"domain needs lo < hi, got [{self.lo}, {self.hi}]")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Domain:
+        """The domain ``DeviceSpec.to_dict`` wrote: ``{"lo", "hi"}`` or ``{"levels"}``."""
+        if "levels" in d:
+            return cls(levels=tuple(float(v) for v in d["levels"]))
+        return cls(float(d["lo"]), float(d["hi"]))
 
     def describe(self) -> str:
         """The domain in words, for error messages: ``[0, 1]`` or ``levels {0, 1, 2, 3}``."""

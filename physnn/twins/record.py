@@ -94,10 +94,7 @@ class CalibrationRecord:
     @property
     def domain(self) -> Domain:
         """The input domain, rebuilt from the spec so a record needs no device to be read."""
-        d = self.spec["domain"]
-        if "levels" in d:
-            return Domain(levels=tuple(d["levels"]))
-        return Domain(d["lo"], d["hi"])
+        return Domain.from_dict(self.spec["domain"])
 
     @property
     def inputs(self) -> np.ndarray:

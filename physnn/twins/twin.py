@@ -80,8 +80,7 @@ class Twin:
     @property
     def domain(self) -> Domain:
         """The twinned device's input domain: the twin is only trusted inside it."""
-        d = self.spec["domain"]
-        return Domain(levels=tuple(d["levels"])) if "levels" in d else Domain(d["lo"], d["hi"])
+        return Domain.from_dict(self.spec["domain"])
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Inputs from the device's domain to [-1, 1]."""
