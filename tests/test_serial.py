@@ -266,7 +266,9 @@ def test_training_through_the_emulator_equals_the_direct_run(direct_run, faults,
     assert total["batches"] == served["batches_executed"]  # no batch ran twice
     if faults is not None:
         f = served["faults"]
-        assert f["corrupted_fraction"] >= 0.05 and f["dropped_fraction"] >= 0.01, f
+        # faults were injected at about their rates (0.06, 0.015 of ~1,100 frames, whose count
+        # depends on the retries: half the rate is about 3 standard deviations below it)
+        assert f["corrupted_fraction"] >= 0.03 and f["dropped_fraction"] >= 0.0075, f
         assert f["disconnects"] == 1 and f["resets"] == 1
         assert total["reconnects"] >= 1 and total["board_resets"] >= 1 and total["retries"] > 0
 
