@@ -84,10 +84,13 @@ def run_jobs(
             _init_worker(worker_threads(1, threads))
         for i, job in enumerate(jobs):
             bar.set_postfix_str(job.label)
-            try:
+            if len(jobs) == 1:  # a single run's error is the command's error, as it is
                 results[i] = job.fn(**job.kwargs)
-            except (ValueError, FileNotFoundError, TypeError, ConnectionError) as e:
-                failures.append(_failure(job, e))
+            else:
+                try:
+                    results[i] = job.fn(**job.kwargs)
+                except (ValueError, FileNotFoundError, TypeError, ConnectionError) as e:
+                    failures.append(_failure(job, e))
             bar.update()
         bar.close()
         _raise_failures(failures, len(jobs))
