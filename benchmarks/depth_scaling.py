@@ -30,14 +30,12 @@ def measure(preset: str, method: str, depth: int, width: int, epochs: int, batch
     import torch
 
     from physnn.experiments.config import load_config
-    from physnn.experiments.runner import build_network, load_data, map_into_domain
+    from physnn.experiments.runner import build_network, load_data, make_trainer, map_into_domain
     from physnn.train.ledger import PeakMemory
-    from physnn.train.methods import make_trainer
 
     torch.set_num_threads(1)
-    cfg = load_config(preset)
-    cfg["network"]["hidden"] = [width] * depth
-    cfg["train"].update(method=method, batch_size=batch_size)
+    cfg = load_config(preset).merged({"network": {"hidden": [width] * depth},
+                                      "train": {"method": method, "batch_size": batch_size}})
     raw = load_data(cfg, 0).to(torch_device)
     net = build_network(cfg, raw.n_features, 0, torch_device)
     data = map_into_domain(raw, net.blocks[0].device.spec.domain)

@@ -136,8 +136,10 @@ def evaluate_on_simulator(cfg: dict, seed: int, twin_run: Path) -> float:
     raw = load_data(cfg, seed)
     net = build_network(cfg, raw.n_features, seed)
     data = map_into_domain(raw, net.blocks[0].device.spec.domain)
-    ck = read_run(twin_run, checkpoint=True)["checkpoint"]
-    net.load_state_dict(ck["network"]["params"])  # Linear weights and zeta; devices stay sims
+    params = read_run(twin_run, checkpoint=True)["checkpoint"]["state"]["network"]["params"]
+    digital = {k: v for k, v in params.items() if not k.endswith("_extra_state")}
+    missing, _ = net.load_state_dict(digital, strict=False)  # the devices keep their own state
+    assert all(k.endswith("_extra_state") for k in missing), missing
     trainer = make_trainer(cfg, net, data.n_classes, seed, label_width=data.label_width)
     return float((trainer.predict(data.x_test) == data.y_test).float().mean())
 
@@ -154,7 +156,7 @@ def run_fresh(cfg: dict, path: Path, seed: int):
 
 
 def one(preset: str, seed: int, a: argparse.Namespace) -> dict:
-    cfg = load_config(preset)
+    cfg = load_config(preset).to_dict()  # plain data: the twin run swaps its device table
     if a.epochs:
         cfg["train"]["epochs"] = a.epochs
     folder = Path(a.out) / preset / a.sweep

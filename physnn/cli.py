@@ -13,11 +13,8 @@ from pathlib import Path
 
 
 def _run_kwargs(a: argparse.Namespace) -> dict:
-    """What train, compare and continual share: seeds, overrides, device, jobs and threads."""
-    import torch
-
-    if a.threads and a.jobs == 1:
-        torch.set_num_threads(a.threads)
+    """What train, compare and continual share: seeds, overrides, device, jobs and threads
+    (the job runner sets the torch threads, in this process or in each worker)."""
     return dict(
         seed=a.seed, seeds=a.seeds, epochs=a.epochs, overrides=a.set, out=a.out,
         torch_device=a.device, progress=not a.no_progress, overwrite=a.overwrite, jobs=a.jobs,

@@ -71,7 +71,7 @@ def test_the_runner_predicts_with_the_average_and_trains_the_live_weights(
     raw = load_data(cfg, 0)
     net = build_network(cfg, raw.n_features, 0)
     data = map_into_domain(raw, net.blocks[0].device.spec.domain)
-    net.load_state_dict_full(ck["network"])
+    net.load_state_dict(ck["network"])
     trainer = make_trainer(cfg, net, data.n_classes, 0)
     trainer.load_state_dict(ck["trainer"])
     if method == "backprop":  # its read-out head is averaged with the blocks

@@ -103,7 +103,7 @@ def test_pat_twin_is_stale_unless_tracked(tmp_path):
         from physnn.experiments.runlog import read_run
 
         ck = read_run(run.path, checkpoint=True)["checkpoint"]["state"]
-        net.load_state_dict_full(ck["network"])
+        net.load_state_dict(ck["network"])
         trainer.load_state_dict(ck["trainer"])
         twin = perturbable(trainer.twin_devices[0])
         assert perturbable(net.devices[1]).clock == 3

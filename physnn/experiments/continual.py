@@ -241,13 +241,13 @@ class ContinualSession:
     def state_dict(self) -> dict[str, Any]:
         """Network, trainer, monitor, metrics and events: a whole resume point."""
         return {
-            "network": self.net.state_dict_full(), "trainer": self.trainer.state_dict(),
+            "network": self.net.state_dict(), "trainer": self.trainer.state_dict(),
             "monitor": self.monitor.state_dict(), "metrics": self.metrics, "events": self.events,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore ``state_dict``; the devices' clocks replay the same drift."""
-        self.net.load_state_dict_full(state["network"])
+        self.net.load_state_dict(state["network"])
         self.trainer.load_state_dict(state["trainer"])
         self.monitor.load_state_dict(state["monitor"])
         self.metrics = {k: list(v) for k, v in state["metrics"].items()}

@@ -239,7 +239,7 @@ class TrainSession:
     def state_dict(self) -> dict[str, Any]:
         """Network (devices included), trainer, weight average and metrics."""
         return {
-            "network": self.net.state_dict_full(),
+            "network": self.net.state_dict(),
             "trainer": self.trainer.state_dict(),
             **({} if self.average is None else {"average": self.average.state_dict()}),
             "metrics": self.metrics,
@@ -247,7 +247,7 @@ class TrainSession:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore ``state_dict``."""
-        self.net.load_state_dict_full(state["network"])
+        self.net.load_state_dict(state["network"])
         self.trainer.load_state_dict(state["trainer"])
         if self.average is not None:
             self.average.load_state_dict(state["average"])

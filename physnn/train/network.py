@@ -10,10 +10,9 @@ streams and accounting with the weights: it is a complete checkpoint.
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import nullcontext
-from typing import Any, overload
+from typing import overload
 
 import torch
 from torch import nn
@@ -114,22 +113,3 @@ class PhysicalNetwork(nn.Module):
                     x = block.to_next(h, self.blocks[k + 1].device.spec.domain)
             outs.append(h)
         return outs
-
-    def state_dict_full(self) -> dict[str, Any]:
-        """Parameters plus every device's mutable state (random streams, accounting).
-
-        ``state_dict()`` holds both already (the devices' state is their layers' extra
-        state); this wrapper keeps the checkpoint format the runners write.
-        """
-        return {"params": self.state_dict()}
-
-    def load_state_dict_full(self, state: dict[str, Any]) -> None:
-        """Restore ``state_dict_full``, or a checkpoint written before devices were layers
-        (weights in ``params``, device states in a ``devices`` list)."""
-        params = state["params"]
-        if "devices" in state:
-            params = OrderedDict(params)
-            params._metadata = getattr(state["params"], "_metadata", OrderedDict())  # type: ignore[attr-defined]
-            for k, s in enumerate(state["devices"]):
-                params.setdefault(f"blocks.{k}.physical._extra_state", {"device": s, "twins": []})
-        self.load_state_dict(params)
