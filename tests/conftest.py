@@ -1,3 +1,8 @@
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
 import pytest
 import torch
 
@@ -18,3 +23,18 @@ def tiny_config():
 @pytest.fixture(autouse=True)
 def _threads():
     torch.set_num_threads(1)  # tiny tensors: one thread is faster and steadier
+
+
+@pytest.fixture
+def example() -> Callable[[str], ModuleType]:
+    """Load ``examples/NAME.py`` as a module (its ``main`` runs it with small sizes)."""
+
+    def load(name: str) -> ModuleType:
+        path = Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"example_{name}", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
@@ -16,8 +13,6 @@ from physnn.core import Device, DeviceSpec, NonIdealDevice
 from physnn.nn import PhysicalLayer, TwinFlops, physics_aware
 from physnn.train.ledger import LedgerFlopMeter, SampledFlops
 from physnn.train.network import Block, PhysicalNetwork
-
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 class Lens(Device):
@@ -43,14 +38,6 @@ class Lens(Device):
 
 def _x(n: int = 5, n_in: int = 4, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     return torch.rand(n, n_in, generator=torch.Generator().manual_seed(1), dtype=dtype) * 0.8 + 0.1
-
-
-def _example(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_physical_layer_is_a_black_box_layer_in_sequential():
@@ -201,13 +188,13 @@ def test_network_state_dict_is_a_complete_checkpoint():
     assert isinstance(a.blocks[1], Block) and a.blocks[1].device is a.devices[1]
 
 
-def test_torch_layer_example_learns():
-    ex = _example("torch_layer")
+def test_torch_layer_example_learns(example):
+    ex = example("torch_layer")
     frozen = ex.main(epochs=3, n_train=400)
     through = ex.main(epochs=3, n_train=400, train_before_device=True)
     assert frozen > 0.5 and through > 0.5  # chance is 0.1
 
 
-def test_pat_with_surrogate_example_learns():
-    ex = _example("pat_with_surrogate")
+def test_pat_with_surrogate_example_learns(example):
+    ex = example("pat_with_surrogate")
     assert ex.main(epochs=5, samples=1000, fit_epochs=40, n_train=400) > 0.3  # chance is 0.1

@@ -299,13 +299,8 @@ def test_emulate_command_serves_until_stopped(tmp_path):
     assert bad.returncode == 2 and "fault rate corrupt=0.9 is not allowed" in bad.stderr
 
 
-def test_the_serial_emulator_example_trains_to_the_simulators_numbers():
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "examples" / "serial_emulator.py"
-    spec = importlib.util.spec_from_file_location("serial_emulator_example", path)
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
+def test_the_serial_emulator_example_trains_to_the_simulators_numbers(example):
+    example = example("serial_emulator")
     lines: list[str] = []
     t0 = time.monotonic()
     out = example.main(epochs=2, n_train=120, n_test=40, echo=lines.append)
