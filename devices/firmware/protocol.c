@@ -1,6 +1,6 @@
 /* The physnn serial protocol, version 1, for small boards: frames in, replies out.
  * Plain C99, no hardware: see physnn_fw.h for what a board supplies. devices/PROTOCOL.md is
- * the specification; physnn/devices/protocol.py is the host's implementation of the same bytes.
+ * the specification; physnn/hardware/protocol.py is the host's implementation of the same bytes.
  */
 #include <stddef.h>
 #include <string.h>
