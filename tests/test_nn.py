@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from physnn.core import Device, DeviceSpec, NonIdealDevice
+from physnn.core import Device, DeviceSpec, NonIdealDevice, make_device
 from physnn.nn import PhysicalLayer, TwinFlops, physics_aware
 from physnn.train.ledger import LedgerFlopMeter, SampledFlops
 from physnn.train.network import Block, PhysicalNetwork
@@ -198,3 +198,18 @@ def test_torch_layer_example_learns(example):
 def test_pat_with_surrogate_example_learns(example):
     ex = example("pat_with_surrogate")
     assert ex.main(epochs=5, samples=1000, fit_epochs=40, n_train=400) > 0.3  # chance is 0.1
+
+
+@pytest.mark.parametrize("kind", ["sim:optical", "sim:microwave"])
+def test_a_simulator_layer_moved_to_float64_measures_the_same_physics(kind):
+    """Their transmission matrices and Green's functions are complex: ``.to(torch.float64)``
+    must not cast them to their real part."""
+    n_in = 74 if kind == "sim:optical" else 20
+    dev = make_device({"kind": kind, "n_in": n_in, "seed": 0})
+    x = torch.rand(4, n_in, generator=torch.Generator().manual_seed(0))
+    if dev.spec.domain.levels is not None:
+        x = dev.spec.domain.from_unit(x)
+    layer = PhysicalLayer(make_device({"kind": kind, "n_in": n_in, "seed": 0})).to(torch.float64)
+    out = layer(x.double())
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out.float(), dev(x), rtol=1e-4, atol=1e-4)

@@ -236,11 +236,9 @@ class Device:
         What ``physnn.nn.PhysicalLayer`` calls from ``.to()``, ``.double()``, ``.cuda()``:
         torch's ``nn.Module._apply`` hands ``fn``. A device without tensors of its own (a
         serial link) keeps the default, which does nothing; a device still follows each
-        input to its torch device, as the contract says. ``fn`` is torch's conversion for
-        parameters: ``.to(torch.float64)`` would turn a complex tensor into a real one
-        (dropping its imaginary part), so convert a complex tensor through its parts, e.g.
-        ``torch.complex(fn(t.real), fn(t.imag))``. Wrappers forward the call to the device
-        they wrap.
+        input to its torch device, as the contract says. ``PhysicalLayer`` hands a ``fn``
+        that keeps complex tensors complex (torch's own ``.to(torch.float64)`` would keep
+        only the real part). Wrappers forward the call to the device they wrap.
         """
 
     def _account(self, n: int, wall: float) -> None:

@@ -93,8 +93,13 @@ class PhysicalLayer(nn.Module):
 
     # -- .to(), .double(), .cuda(): every tensor the devices keep ---------------------------
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> PhysicalLayer:
+        def keep_complex(t: torch.Tensor) -> torch.Tensor:
+            # torch's .to(float64) would cast a transmission matrix to its real part: a
+            # complex tensor follows the conversion through its parts and stays complex
+            return torch.complex(fn(t.real), fn(t.imag)) if t.is_complex() else fn(t)
+
         for d in self._stateful():
-            d.apply_to_tensors(fn)
+            d.apply_to_tensors(keep_complex)
         super()._apply(fn, recurse)
         return self
 
