@@ -669,3 +669,32 @@ def test_domain_from_unit_maps_linearly_and_snaps_to_levels():
     u = torch.tensor([0.0, 0.3, 0.6, 1.0])
     assert torch.allclose(Domain(-1.0, 3.0).from_unit(u), torch.tensor([-1.0, 0.2, 1.4, 3.0]))
     assert torch.equal(Domain(levels=(0, 1, 2, 3)).from_unit(u), torch.tensor([0.0, 1.0, 2.0, 3.0]))
+
+
+def test_kinds_register_at_run_time_and_a_broken_entry_point_is_one_line():
+    """A lab's own kind joins the registry; an entry point that cannot load (stale metadata
+    after an upgrade, a broken plug-in) names itself and the fix instead of a traceback."""
+    from importlib.metadata import EntryPoint
+
+    from physnn.core import KINDS, register_kind
+
+    class Echo(Device):
+        def __init__(self, n_in: int = 3, seed: int = 0):
+            super().__init__(DeviceSpec("lab:echo", n_in, n_in), seed=seed)
+
+        def _measure(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    register_kind("lab:echo", Echo, replace=True)
+    assert "lab:echo" in KINDS and make_device({"kind": "lab:echo", "n_in": 2}).spec.n_out == 2
+    with pytest.raises(ValueError, match="already registered"):
+        register_kind("lab:echo", Echo)
+    eps = KINDS._eps()
+    eps["lab:stale"] = EntryPoint("lab:stale", "physnn.sim.optical:NoSuchCavity", "physnn.devices")
+    try:
+        with pytest.raises(ValueError, match=r"'lab:stale' is registered as .*NoSuchCavity.*"
+                                             r"cannot be loaded.*reinstall"):
+            make_device("lab:stale")
+    finally:
+        del eps["lab:stale"]
+        KINDS._runtime.pop("lab:echo", None)

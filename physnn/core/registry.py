@@ -38,7 +38,14 @@ class _Kinds(Mapping[str, DeviceFactory]):
     def __getitem__(self, name: str) -> DeviceFactory:
         if name in self._runtime:
             return self._runtime[name]
-        factory = self._eps()[name].load()
+        ep = self._eps()[name]
+        try:
+            factory = ep.load()
+        except (ImportError, AttributeError) as e:  # stale metadata, a broken plug-in
+            raise ValueError(
+                f"device kind {name!r} is registered as {ep.value!r}, which cannot be loaded "
+                f"({e}); reinstall the package that provides it (for physnn: pip install -e .)"
+            ) from None
         self._runtime[name] = factory
         return factory
 
