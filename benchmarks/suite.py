@@ -61,7 +61,8 @@ def validate_row(row: object) -> dict[str, Any]:
     """Check one row against the contract and return it; raise RowError naming the bad key.
 
     ``value`` must be a finite number, ``ratio`` a finite positive number or None (bools are
-    rejected where numbers are expected: ``True`` is an int to Python, not a measurement).
+    rejected where numbers are expected: ``True`` is an int to Python, not a measurement), and
+    ``ok`` may be set only with a ``target``, so every ✓/✗ says what it was checked against.
     """
     if not isinstance(row, dict):
         raise RowError(f"a row must be a dict, not {type(row).__name__}")
@@ -77,6 +78,8 @@ def validate_row(row: object) -> dict[str, Any]:
     ratio = row["ratio"]
     if ratio is not None and not (math.isfinite(ratio) and ratio > 0):
         raise RowError(f"key 'ratio' must be finite and > 0, not {ratio!r}")
+    if row["ok"] is not None and row["target"] is None:
+        raise RowError("key 'target' is None but 'ok' is set: a target met or missed must be named")
     if not row["group"] or not row["name"]:
         raise RowError(f"key {'group' if not row['group'] else 'name'!r} must not be empty")
     try:

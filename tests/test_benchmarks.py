@@ -180,6 +180,7 @@ def test_validate_row_accepts_the_contract():
     ({"baseline": 3}, "baseline"),
     ({"target": 5.0}, "target"),
     ({"name": ""}, "name"),
+    ({"target": None}, "target"),  # ok=True without a target
 ])
 def test_validate_row_names_the_bad_key(change, key):
     with pytest.raises(RowError, match=f"'{key}'"):
