@@ -62,6 +62,8 @@ class Tables:
         self.c1 = t(1 + m["g"] + m["w2"] / 2)
         self.c0 = t(m["w2"] / 2 - 1 - m["g"])
         self.mem_src = t(m["src"])
+        self.stencil: object | None = None
+        """The fast path's tensors (``fast.Stencil``), built on first use."""
 
 
 class Scheme:
