@@ -3,8 +3,10 @@
 The reference (``simulate(reference=True)``: face velocities, Newton to convergence, one
 step at a time) is the scheme whose energy conservation ``test_acoustic`` checks; the fast
 path (pressure and ``D w`` only, fixed Newton steps, the C loop and its adjoint) must
-follow it to round-off: relative 1e-12 in float64, 2e-5 in float32 over a 576-step query
-(measured: 2e-15 and 8e-7).
+follow it to round-off over a 576-step query: relative to the largest value, 1e-12 in
+float64 (measured 2e-15) and 5e-5 in float32 (measured 9e-7 with losses; 2e-5 in the
+lossless cavity, where round-off never decays: there the fast path's float32 error against
+float64 is 1.5e-5, the reference's 6e-6, as ``D w`` is accumulated, not recomputed).
 """
 
 import pytest
@@ -13,7 +15,7 @@ import torch
 from physnn.sim.acoustic import AcousticCavity, AcousticConfig, fast, native
 
 F64, F32 = torch.float64, torch.float32
-TOL = {F64: 1e-12, F32: 2e-5}
+TOL = {F64: 1e-12, F32: 5e-5}
 
 CASES = {
     "preset": {},  # 6 scatterers, 4 nonlinear membranes, lossy walls, viscous absorption
@@ -35,7 +37,7 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_fast_path_follows_the_reference_scheme(case, dtype):
     dev = AcousticCavity(AcousticConfig(**CASES[case]))
     assert dev.solid.any() and dev.sources.mem_idx.numel() == 4
-    x = drive(5, dtype)
+    x = drive(17, dtype)
     with torch.no_grad():
         ref = dev.simulate(x, reference=True)
         out = dev.simulate(x)
@@ -60,7 +62,7 @@ def test_torch_steps_follow_the_reference_scheme(case, monkeypatch):
 @pytest.mark.parametrize("dtype", [F64, F32])
 def test_c_loop_equals_the_torch_steps_bit_for_bit(dtype, monkeypatch):
     dev = AcousticCavity()
-    x = drive(4, dtype)
+    x = drive(21, dtype)  # a group of 16 (float32) or two of 8 (float64), then one by one
     with torch.no_grad():
         c_loop = dev.simulate(x)
         monkeypatch.setenv("PHYSNN_COMPILE", "0")
@@ -74,11 +76,11 @@ def test_adjoint_gradient_equals_autograd_through_the_steps(case, monkeypatch):
     """The C adjoint (implicit derivative of the membranes' solve) against autograd through
     the torch steps (through every Newton step), for the read-out and the final field."""
     dev = AcousticCavity(AcousticConfig(**CASES[case]))
-    w = torch.randn(2, *dev.config.grid, generator=torch.Generator().manual_seed(3), dtype=F64)
+    w = torch.randn(10, *dev.config.grid, generator=torch.Generator().manual_seed(3), dtype=F64)
     grads = []
     for mode in ("auto", "0"):
         monkeypatch.setenv("PHYSNN_COMPILE", mode)
-        x = drive(2, F64, seed=1).requires_grad_(True)
+        x = drive(10, F64, seed=1).requires_grad_(True)  # a group of 8, then 2 one by one
         out = dev.simulate(x)
         (out["_re_im"].square().sum() + 1e-2 * (out["p"] * w).sum()).backward()
         assert x.grad is not None

@@ -43,6 +43,11 @@ reach round-off; the last step's size is checked once per query."""
 CHUNK = 8
 """Time steps per call of the step function (amortises the call and guard overhead)."""
 
+GROUPED_CELLS = 64 * 64
+"""Grids up to this many cells run whole groups of samples in lockstep (vectorised across
+the samples); larger ones one sample at a time (vectorised along the rows, and a sample's
+grid stays in cache)."""
+
 COMPILE_AFTER_S = 3.0
 """``auto`` mode (GPU): eager seconds spent on one chunk shape before it is compiled."""
 
@@ -265,10 +270,31 @@ def _native(
     """The C loop on copies of ``state`` (a checkpoint may re-use the inputs)."""
     p, div, xm, um, acc, worst = (t.detach().contiguous().clone() for t in state)
     per = torch.zeros(p.shape[0], dtype=p.dtype)
-    geo, tab, _keep = _structs(s, p.shape[0], start, stop, read)
     src = _sources_table(s, x.detach() if x is not None else None)
-    native.call("fwd", p.dtype, geo, tab, p, div, xm, um, acc, per, src, xtraj)
+    _run_c("fwd", s, start, stop, read, [p, div, xm, um, acc, per, src, xtraj])
     return p, div, xm, um, acc, torch.maximum(worst, per.max())
+
+
+def _run_c(
+    name: str, s: Stencil, start: int, stop: int, read: bool, arrays: list[torch.Tensor | None]
+) -> None:
+    """Call the C ``name`` on per-sample ``arrays`` (``[B, ...]``, updated in place): whole
+    groups of ``native.LANES`` samples in the lane-interleaved layout, the rest one by one."""
+    first = next(a for a in arrays if a is not None)
+    b, dtype = first.shape[0], first.dtype
+    lanes = native.LANES[dtype]
+    n = b // lanes * lanes if s.static.n <= GROUPED_CELLS else 0
+    if n:
+        grouped = [None if a is None else a[:n].reshape(n // lanes, lanes, -1).transpose(1, 2)
+                   .contiguous() for a in arrays]
+        geo, tab, _keep = _structs(s, n // lanes, start, stop, read)
+        native.call(name, dtype, True, geo, tab, *grouped)
+        for a, g in zip(arrays, grouped, strict=True):
+            if a is not None and g is not None:
+                a[:n] = g.transpose(1, 2).reshape(a[:n].shape)
+    if n < b:
+        geo, tab, _keep = _structs(s, b - n, start, stop, read)
+        native.call(name, dtype, False, geo, tab, *(None if a is None else a[n:] for a in arrays))
 
 
 class _Adjoint(torch.autograd.Function):
@@ -304,8 +330,7 @@ class _Adjoint(torch.autograd.Function):
         shape = (b, s.tb.mic_w.shape[1], s.tb.basis.shape[2])
         gacc = gacc.contiguous() if gacc is not None else xtraj.new_zeros(shape)
         lam_src = xtraj.new_zeros(b, s.drive.shape[0], s.spk_idx.numel())
-        geo, tab, _keep = _structs(s, b, ctx.span[0], ctx.span[1], ctx.read)
-        native.call("bwd", xtraj.dtype, geo, tab, lp, ld, lx, lu, gacc, lam_src, xtraj)
+        _run_c("bwd", s, ctx.span[0], ctx.span[1], ctx.read, [lp, ld, lx, lu, gacc, lam_src, xtraj])
         gx = lam_src.flatten(1) @ s.drive_2d.T
         return (gx, None, None, None, None) + (None,) * 6
 

@@ -61,110 +61,130 @@ typedef struct {
   const REAL *mic_w, *basis;
 } Tab_SUF;
 
-/* q of one row: v = s + k t (k = kappa forward; lossy cells: v = t + b s in the adjoint) */
-static void qrow_SUF(int wp, REAL k, const REAL *restrict s, const REAL *restrict t,
+#define L_ LANES
+
+/* q of one row (all lanes): v = s + k t */
+static void qrow_SUF(int n, REAL k, const REAL *restrict s, const REAL *restrict t,
                      REAL *restrict v) {
-  for (int c = 0; c < wp; c++) v[c] = s[c] + k * t[c];
+  for (int i = 0; i < n; i++) v[i] = s[i] + k * t[i];
 }
 
-/* the 5-point operator D C G on one row of q: o[c] = (L q)[c] (o may be NULL: adds to d) */
+/* forward row: d += (D C G q), p = p + d (lossy cells are fixed up by the caller) */
 static void stencil_SUF(int wp, REAL c2, const uint8_t *restrict F, const REAL *restrict qp,
                         const REAL *restrict qc, const REAL *restrict qn, REAL *restrict P,
                         REAL *restrict D) {
   for (int c = 1; c < wp - 1; c++) {
     int f = F[c];
-    REAL q0 = qc[c];
     REAL cs = c2 * (REAL)(f & 1), cn = c2 * (REAL)((f >> 1) & 1);
     REAL ce = c2 * (REAL)((f >> 2) & 1), cw = c2 * (REAL)((f >> 3) & 1);
-    REAL d = D[c] + cs * (qn[c] - q0) - cn * (q0 - qp[c]) + ce * (qc[c + 1] - q0)
-             - cw * (q0 - qc[c - 1]);
-    D[c] = d;
-    P[c] = P[c] + d;
+    for (int l = 0; l < L_; l++) {
+      int i = c * L_ + l;
+      REAL q0 = qc[i];
+      REAL d = D[i] + cs * (qn[i] - q0) - cn * (q0 - qp[i]) + ce * (qc[i + L_] - q0)
+               - cw * (q0 - qc[i - L_]);
+      D[i] = d;
+      P[i] = P[i] + d;
+    }
   }
 }
 
-/* adjoint row: with r = lam_d + b lam_p: lam_p = a lam_p + L r, lam_d = r + kappa L r */
+/* adjoint row, with r = lam_d + b lam_p: lam_p = a lam_p + L r, lam_d = r + kappa L r */
 static void astencil_SUF(int wp, REAL c2, REAL kappa, const uint8_t *restrict F,
                          const REAL *restrict rp, const REAL *restrict rc,
                          const REAL *restrict rn, REAL *restrict P, REAL *restrict D) {
   for (int c = 1; c < wp - 1; c++) {
     int f = F[c];
-    REAL r0 = rc[c];
     REAL cs = c2 * (REAL)(f & 1), cn = c2 * (REAL)((f >> 1) & 1);
     REAL ce = c2 * (REAL)((f >> 2) & 1), cw = c2 * (REAL)((f >> 3) & 1);
-    REAL l = cs * (rn[c] - r0) - cn * (r0 - rp[c]) + ce * (rc[c + 1] - r0) - cw * (r0 - rc[c - 1]);
-    P[c] = P[c] + l;
-    D[c] = r0 + kappa * l;
-  }
-}
-
-/* x^{n+1} of every membrane (fixed Newton steps); returns the largest last step */
-static REAL membranes_SUF(const Geo *g, const Tab_SUF *t, REAL *restrict X, REAL *restrict U,
-                          const REAL *restrict P, REAL *restrict w) {
-  int n = g->n_mem;
-  REAL *a0 = w, *a1 = w + n, *a2 = w + 2 * n, *z = w + 3 * n, *st = w + 4 * n;
-  REAL smax = 0;
-  for (int m = 0; m < n; m++) {
-    REAL tg = t->w2[m] * (P[g->mem_idx[m]] / (REAL)g->p_ref);
-    REAL xv = X[m], u = U[m];
-    if (g->linear) {
-      z[m] = xv + (u * t->lin_num[m] + tg - t->w2[m] * xv) * t->lin_den[m];
-    } else {
-      REAL b = xv - u;
-      a2[m] = t->c2[m] + t->a3[m] * b;
-      a1[m] = t->c1[m] + t->c2[m] * b + t->a3[m] * (b * b);
-      a0[m] = b * (t->c0[m] + b * a2[m]) - 2 * u - tg;
-      z[m] = xv + u;
+    for (int l = 0; l < L_; l++) {
+      int i = c * L_ + l;
+      REAL r0 = rc[i];
+      REAL v = cs * (rn[i] - r0) - cn * (r0 - rp[i]) + ce * (rc[i + L_] - r0)
+               - cw * (r0 - rc[i - L_]);
+      P[i] = P[i] + v;
+      D[i] = r0 + kappa * v;
     }
   }
-  if (!g->linear) {
-    for (int it = 0; it < g->newton; it++)
-      for (int m = 0; m < n; m++) {
-        REAL zz = z[m];
-        REAL res = a0[m] + zz * (a1[m] + zz * (a2[m] + t->a3[m] * zz));
-        REAL slope = a1[m] + zz * (2 * a2[m] + t->a3x3[m] * zz);
-        st[m] = res / slope;
-        z[m] = zz - st[m];
-      }
-    for (int m = 0; m < n; m++) { REAL as = fabs(st[m]); if (!(as <= smax)) smax = as; }
-  }
-  for (int m = 0; m < n; m++) { REAL xv = X[m]; X[m] = z[m]; U[m] = z[m] - xv; }
-  return smax;
 }
 
-/* the grid pass of one step: div += D C G (p + kappa div), p = a p + b div, in place */
+/* x^{n+1} of every membrane (fixed Newton steps); smax[l]: the largest last step */
+static void membranes_SUF(const Geo *g, const Tab_SUF *t, REAL *restrict X, REAL *restrict U,
+                          const REAL *restrict P, REAL *restrict w, REAL *restrict smax) {
+  int n = g->n_mem * L_;
+  REAL *a0 = w, *a1 = w + n, *a2 = w + 2 * n, *z = w + 3 * n, *st = w + 4 * n;
+  for (int m = 0; m < g->n_mem; m++)
+    for (int l = 0; l < L_; l++) {
+      int i = m * L_ + l;
+      REAL tg = t->w2[m] * (P[g->mem_idx[m] * L_ + l] / (REAL)g->p_ref);
+      REAL xv = X[i], u = U[i];
+      if (g->linear) {
+        z[i] = xv + (u * t->lin_num[m] + tg - t->w2[m] * xv) * t->lin_den[m];
+      } else {
+        REAL b = xv - u;
+        a2[i] = t->c2[m] + t->a3[m] * b;
+        a1[i] = t->c1[m] + t->c2[m] * b + t->a3[m] * (b * b);
+        a0[i] = b * (t->c0[m] + b * a2[i]) - 2 * u - tg;
+        z[i] = xv + u;
+      }
+    }
+  for (int l = 0; l < L_; l++) smax[l] = 0;
+  if (!g->linear) {
+    for (int it = 0; it < g->newton; it++)
+      for (int m = 0; m < g->n_mem; m++)
+        for (int l = 0; l < L_; l++) {
+          int i = m * L_ + l;
+          REAL zz = z[i];
+          REAL res = a0[i] + zz * (a1[i] + zz * (a2[i] + t->a3[m] * zz));
+          REAL slope = a1[i] + zz * (2 * a2[i] + t->a3x3[m] * zz);
+          st[i] = res / slope;
+          z[i] = zz - st[i];
+        }
+    for (int m = 0; m < g->n_mem; m++)
+      for (int l = 0; l < L_; l++) {
+        REAL as = fabs(st[m * L_ + l]);
+        if (!(as <= smax[l])) smax[l] = as;
+      }
+  }
+  for (int i = 0; i < n; i++) { REAL xv = X[i]; X[i] = z[i]; U[i] = z[i] - xv; }
+}
+
+/* the grid pass of one step, in place, row by row (buf: 5 rows of wp lanes)
+   forward: q = p + kappa d, d += D C G q, p = a p + b d
+   adjoint: r = lam_d + b lam_p, lam_p = a lam_p + L r, lam_d = r + kappa L r */
 static void field_SUF(const Geo *g, const Tab_SUF *t, REAL *P, REAL *D, REAL *buf, int adj) {
-  int wp = g->wp, h = g->h;
-  REAL *zero = buf, *rows[3] = {buf + wp, buf + 2 * wp, buf + 3 * wp}, *old = buf + 4 * wp;
-  REAL k = adj ? 1 : (REAL)g->kappa;
+  int wp = g->wp, h = g->h, rl = wp * L_;
+  REAL *zero = buf, *rows[3] = {buf + rl, buf + 2 * rl, buf + 3 * rl}, *old = buf + 4 * rl;
   REAL *qp = zero, *qc = rows[0], *qn;
   int nxt = 1;
-  /* forward: q = p + kappa d; adjoint: r = lam_d + b lam_p */
 #define QROW(R, V)                                                                   \
   do {                                                                               \
-    const REAL *Pr_ = P + (size_t)(R) * wp, *Dr_ = D + (size_t)(R) * wp;              \
-    if (adj) qrow_SUF(wp, 1, Dr_, Pr_, V); else qrow_SUF(wp, k, Pr_, Dr_, V);         \
+    const REAL *Pr_ = P + (size_t)(R) * rl, *Dr_ = D + (size_t)(R) * rl;              \
+    if (adj) qrow_SUF(rl, 1, Dr_, Pr_, V); else qrow_SUF(rl, (REAL)g->kappa, Pr_, Dr_, V); \
     if (adj && !g->lossless)                                                         \
-      for (int64_t l = g->loss_ptr[R]; l < g->loss_ptr[(R) + 1]; l++) {              \
-        int64_t c_ = g->loss_col[l];                                                 \
-        V[c_] = Dr_[c_] + t->loss_b[l] * Pr_[c_];                                    \
-      }                                                                              \
+      for (int64_t l_ = g->loss_ptr[R]; l_ < g->loss_ptr[(R) + 1]; l_++)             \
+        for (int k_ = 0; k_ < L_; k_++) {                                            \
+          int64_t i_ = g->loss_col[l_] * L_ + k_;                                    \
+          V[i_] = Dr_[i_] + t->loss_b[l_] * Pr_[i_];                                 \
+        }                                                                            \
   } while (0)
   QROW(0, qc);
   for (int r = 0; r < h; r++) {
-    REAL *Pr = P + (size_t)r * wp, *Dr = D + (size_t)r * wp;
+    REAL *Pr = P + (size_t)r * rl, *Dr = D + (size_t)r * rl;
     if (r + 1 < h) { qn = rows[nxt]; nxt = (nxt + 1) % 3; QROW(r + 1, qn); }
     else qn = zero;
     const uint8_t *F = g->flags + (size_t)r * wp;
     int64_t l0 = g->lossless ? 0 : g->loss_ptr[r], l1 = g->lossless ? 0 : g->loss_ptr[r + 1];
-    for (int64_t l = l0; l < l1; l++) old[l - l0] = Pr[g->loss_col[l]];
+    for (int64_t l = l0; l < l1; l++)
+      for (int k = 0; k < L_; k++) old[(l - l0) * L_ + k] = Pr[g->loss_col[l] * L_ + k];
     if (adj) astencil_SUF(wp, g->c2, g->kappa, F, qp, qc, qn, Pr, Dr);
     else stencil_SUF(wp, g->c2, F, qp, qc, qn, Pr, Dr);
-    for (int64_t l = l0; l < l1; l++) {
-      int64_t c = g->loss_col[l];
-      if (adj) Pr[c] = t->loss_a[l] * old[l - l0] + (Pr[c] - old[l - l0]);
-      else Pr[c] = t->loss_a[l] * old[l - l0] + t->loss_b[l] * Dr[c];
-    }
+    for (int64_t l = l0; l < l1; l++)
+      for (int k = 0; k < L_; k++) {
+        int64_t i = g->loss_col[l] * L_ + k;
+        REAL o = old[(l - l0) * L_ + k];
+        if (adj) Pr[i] = t->loss_a[l] * o + (Pr[i] - o);
+        else Pr[i] = t->loss_a[l] * o + t->loss_b[l] * Dr[i];
+      }
     qp = qc; qc = qn;
   }
 #undef QROW
@@ -174,131 +194,170 @@ static int drive_row_SUF(const Geo *g, int step) {
   return step < g->ramp ? step : g->ramp + step % g->n_w;
 }
 
-/* the whole run, sample by sample; xtraj (optional) records b^start, x^start .. x^stop */
+/* the whole run, one group of L_ samples (lanes, the fastest index) after another;
+   xtraj (optional) records b^start, x^start .. x^stop of the membranes */
 void fwd_SUF(const Geo *g, const Tab_SUF *t, REAL *p, REAL *div, REAL *xm, REAL *um,
              REAL *acc, REAL *worst, const REAL *src, REAL *xtraj) {
   int wp = g->wp, nm = g->h * wp, n_mem = g->n_mem, n_acc = g->n_acc, n_mic = g->n_mic;
   int steps = g->stop - g->start;
-  REAL *buf = (REAL *)calloc((size_t)(6 * wp + 5 * n_mem + g->n_mc + n_mic + 8), sizeof(REAL));
+  size_t nb = (size_t)L_ * (5 * wp + 5 * n_mem + g->n_mc + n_mic + 4) + 8;
+  REAL *buf = (REAL *)calloc(nb, sizeof(REAL));
   if (!buf) return;
-  REAL *mw = buf + 6 * wp, *pmc = mw + 5 * n_mem, *pmic = pmc + g->n_mc;
+  REAL *mw = buf + 5 * wp * L_, *pmc = mw + 5 * n_mem * L_, *pmic = pmc + g->n_mc * L_;
+  REAL *wst = pmic + n_mic * L_, *xmax = wst + L_, *smax = xmax + L_;
   FTZ_ON
   for (int s = 0; s < g->B; s++) {
-    REAL *P = p + (size_t)s * nm, *D = div + (size_t)s * nm;
-    REAL *X = xm + (size_t)s * n_mem, *U = um + (size_t)s * n_mem;
-    REAL *A = acc + (size_t)s * n_mic * n_acc;
-    const REAL *S = src ? src + (size_t)s * g->n_rows * g->n_spk : 0;
-    REAL *XT = xtraj ? xtraj + (size_t)s * (steps + 2) * n_mem : 0;
-    if (XT) for (int m = 0; m < n_mem; m++) { XT[m] = X[m] - U[m]; XT[n_mem + m] = X[m]; }
-    REAL wst = worst[s];
+    REAL *P = p + (size_t)s * nm * L_, *D = div + (size_t)s * nm * L_;
+    REAL *X = xm + (size_t)s * n_mem * L_, *U = um + (size_t)s * n_mem * L_;
+    REAL *A = acc + (size_t)s * n_mic * n_acc * L_;
+    const REAL *S = src ? src + (size_t)s * g->n_rows * g->n_spk * L_ : 0;
+    REAL *XT = xtraj ? xtraj + (size_t)s * (steps + 2) * n_mem * L_ : 0;
+    if (XT)
+      for (int i = 0; i < n_mem * L_; i++) { XT[i] = X[i] - U[i]; XT[n_mem * L_ + i] = X[i]; }
+    for (int l = 0; l < L_; l++) wst[l] = worst[s * L_ + l];
     for (int step = g->start; step < g->stop; step++) {
       if (n_mem) {
-        REAL xmax = 0;
-        for (int m = 0; m < n_mem; m++) { REAL ax = fabs(X[m]); if (ax > xmax) xmax = ax; }
-        REAL smax = membranes_SUF(g, t, X, U, P, mw);
-        if (!g->linear) {
-          REAL r = smax / ((REAL)g->tol * (1 + xmax));
-          if (!(r <= wst)) wst = r;
-        }
-        if (XT) for (int m = 0; m < n_mem; m++) XT[(size_t)(step - g->start + 2) * n_mem + m] = X[m];
+        for (int l = 0; l < L_; l++) xmax[l] = 0;
+        for (int m = 0; m < n_mem; m++)
+          for (int l = 0; l < L_; l++) {
+            REAL ax = fabs(X[m * L_ + l]);
+            if (ax > xmax[l]) xmax[l] = ax;
+          }
+        membranes_SUF(g, t, X, U, P, mw, smax);
+        if (!g->linear)
+          for (int l = 0; l < L_; l++) {
+            REAL r = smax[l] / ((REAL)g->tol * (1 + xmax[l]));
+            if (!(r <= wst[l])) wst[l] = r;
+          }
+        if (XT)
+          for (int i = 0; i < n_mem * L_; i++)
+            XT[(size_t)(step - g->start + 2) * n_mem * L_ + i] = X[i];
       }
       field_SUF(g, t, P, D, buf, 0);
       if (S) {
-        const REAL *sr = S + (size_t)drive_row_SUF(g, step) * g->n_spk;
-        for (int c = 0; c < g->n_spk; c++) P[g->spk_idx[c]] += sr[c];
+        const REAL *sr = S + (size_t)drive_row_SUF(g, step) * g->n_spk * L_;
+        for (int c = 0; c < g->n_spk; c++)
+          for (int l = 0; l < L_; l++) P[g->spk_idx[c] * L_ + l] += sr[c * L_ + l];
       }
-      for (int m = 0; m < n_mem; m++) P[g->mem_idx[m]] += U[m] * t->mem_src[m];
+      for (int m = 0; m < n_mem; m++)
+        for (int l = 0; l < L_; l++) P[g->mem_idx[m] * L_ + l] += U[m * L_ + l] * t->mem_src[m];
       int k = step + 1 - g->t0;
       if (g->read && k >= 0 && k < g->n_w) {
         const REAL *bk = t->basis + (size_t)k * n_mic * n_acc;
-        for (int j = 0; j < g->n_mc; j++) pmc[j] = P[g->mic_idx[j]];
-        for (int mm = 0; mm < n_mic; mm++) {
-          REAL v = 0;
-          if (g->mic_single) v = pmc[mm];
-          else for (int j = 0; j < g->n_mc; j++) v += pmc[j] * t->mic_w[(size_t)j * n_mic + mm];
-          pmic[mm] = v;
-        }
+        for (int j = 0; j < g->n_mc; j++)
+          for (int l = 0; l < L_; l++) pmc[j * L_ + l] = P[g->mic_idx[j] * L_ + l];
+        for (int mm = 0; mm < n_mic; mm++)
+          for (int l = 0; l < L_; l++) {
+            REAL v = 0;
+            if (g->mic_single) v = pmc[mm * L_ + l];
+            else
+              for (int j = 0; j < g->n_mc; j++)
+                v += pmc[j * L_ + l] * t->mic_w[(size_t)j * n_mic + mm];
+            pmic[mm * L_ + l] = v;
+          }
         for (int mm = 0; mm < n_mic; mm++)
           for (int j = 0; j < n_acc; j++)
-            A[mm * n_acc + j] = A[mm * n_acc + j] + pmic[mm] * bk[mm * n_acc + j];
+            for (int l = 0; l < L_; l++) {
+              int i = (mm * n_acc + j) * L_ + l;
+              A[i] = A[i] + pmic[mm * L_ + l] * bk[mm * n_acc + j];
+            }
       }
     }
-    worst[s] = wst;
+    for (int l = 0; l < L_; l++) worst[s * L_ + l] = wst[l];
   }
   FTZ_OFF
   free(buf);
 }
 
-/* the adjoint run, backwards in time: lam_p, lam_d, lam_x, lam_u in place; gacc the
-   gradient of the sums; lam_src [B, rows, speaker cells] accumulates the drive's gradient */
+/* the adjoint run, backwards in time, same layout: lam_p, lam_d, lam_x, lam_u in place;
+   gacc the gradient of the sums; lam_src [rows, speaker cells] per sample accumulates the
+   gradient of the drive */
 void bwd_SUF(const Geo *g, const Tab_SUF *t, REAL *lp, REAL *ld, REAL *lx, REAL *lu,
              const REAL *gacc, REAL *lam_src, const REAL *xtraj) {
   int wp = g->wp, nm = g->h * wp, n_mem = g->n_mem, n_acc = g->n_acc, n_mic = g->n_mic;
   int steps = g->stop - g->start;
-  REAL *buf = (REAL *)calloc((size_t)(6 * wp + 2 * n_mem + n_mic + 8), sizeof(REAL));
+  REAL *buf = (REAL *)calloc((size_t)L_ * (5 * wp + 2 * n_mem + n_mic) + 8, sizeof(REAL));
   if (!buf) return;
-  REAL *lt = buf + 6 * wp, *gm = lt + n_mem;
+  REAL *lt = buf + 5 * wp * L_, *gm = lt + n_mem * L_;
   FTZ_ON
   for (int s = 0; s < g->B; s++) {
-    REAL *P = lp + (size_t)s * nm, *D = ld + (size_t)s * nm;
-    REAL *LX = lx + (size_t)s * n_mem, *LU = lu + (size_t)s * n_mem;
-    const REAL *G = gacc + (size_t)s * n_mic * n_acc;
-    REAL *LS = lam_src ? lam_src + (size_t)s * g->n_rows * g->n_spk : 0;
-    const REAL *XT = xtraj + (size_t)s * (steps + 2) * n_mem;
+    REAL *P = lp + (size_t)s * nm * L_, *D = ld + (size_t)s * nm * L_;
+    REAL *LX = lx + (size_t)s * n_mem * L_, *LU = lu + (size_t)s * n_mem * L_;
+    const REAL *G = gacc + (size_t)s * n_mic * n_acc * L_;
+    REAL *LS = lam_src ? lam_src + (size_t)s * g->n_rows * g->n_spk * L_ : 0;
+    const REAL *XT = xtraj + (size_t)s * (steps + 2) * n_mem * L_;
     for (int step = g->stop - 1; step >= g->start; step--) {
       int k = step + 1 - g->t0;
       if (g->read && k >= 0 && k < g->n_w) {
         const REAL *bk = t->basis + (size_t)k * n_mic * n_acc;
-        for (int mm = 0; mm < n_mic; mm++) {
-          REAL v = 0;
-          for (int j = 0; j < n_acc; j++) v += G[mm * n_acc + j] * bk[mm * n_acc + j];
-          gm[mm] = v;
-        }
-        for (int j = 0; j < g->n_mc; j++) {
-          if (g->mic_single) { P[g->mic_idx[j]] += gm[j]; continue; }
-          REAL v = 0;
-          for (int mm = 0; mm < n_mic; mm++) v += t->mic_w[(size_t)j * n_mic + mm] * gm[mm];
-          P[g->mic_idx[j]] += v;
-        }
+        for (int mm = 0; mm < n_mic; mm++)
+          for (int l = 0; l < L_; l++) {
+            REAL v = 0;
+            for (int j = 0; j < n_acc; j++) v += G[(mm * n_acc + j) * L_ + l] * bk[mm * n_acc + j];
+            gm[mm * L_ + l] = v;
+          }
+        for (int j = 0; j < g->n_mc; j++)
+          for (int l = 0; l < L_; l++) {
+            REAL v = 0;
+            if (g->mic_single) v = gm[j * L_ + l];
+            else
+              for (int mm = 0; mm < n_mic; mm++)
+                v += t->mic_w[(size_t)j * n_mic + mm] * gm[mm * L_ + l];
+            P[g->mic_idx[j] * L_ + l] += v;
+          }
       }
       if (LS) {
-        REAL *sr = LS + (size_t)drive_row_SUF(g, step) * g->n_spk;
-        for (int c = 0; c < g->n_spk; c++) sr[c] += P[g->spk_idx[c]];
+        REAL *sr = LS + (size_t)drive_row_SUF(g, step) * g->n_spk * L_;
+        for (int c = 0; c < g->n_spk; c++)
+          for (int l = 0; l < L_; l++) sr[c * L_ + l] += P[g->spk_idx[c] * L_ + l];
       }
-      for (int m = 0; m < n_mem; m++) LU[m] += P[g->mem_idx[m]] * t->mem_src[m];
-      /* membranes: z = x^{n+1} solves R(z; b = x^{n-1}, u, t) = 0 */
-      const REAL *xb = XT + (size_t)(step - g->start) * n_mem;
-      for (int m = 0; m < n_mem; m++) {
-        REAL b = xb[m], xv = xb[n_mem + m], z = xb[2 * n_mem + m], u = xv - b;
-        REAL lz = LX[m] + LU[m], dzx, dzu, dzt;
-        (void)u;
-        if (g->linear) {
-          dzt = t->lin_den[m]; dzx = 1 - t->w2[m] * dzt; dzu = t->lin_num[m] * dzt;
-        } else {
-          REAL a3 = t->a3[m], a2 = t->c2[m] + a3 * b, a1 = t->c1[m] + t->c2[m] * b + a3 * b * b;
-          REAL rz = a1 + z * (2 * a2 + 3 * a3 * z);
-          REAL rb = a3 * z * z + (t->c2[m] + 2 * a3 * b) * z + t->c0[m] + 2 * b * a2 + a3 * b * b;
-          dzt = 1 / rz; dzx = -rb * dzt; dzu = -dzx + 2 * dzt;
+      for (int m = 0; m < n_mem; m++)
+        for (int l = 0; l < L_; l++) LU[m * L_ + l] += P[g->mem_idx[m] * L_ + l] * t->mem_src[m];
+      /* membranes: z = x^{n+1} solves R(z; b = x^{n-1}, u, t) = 0 (implicit derivative) */
+      const REAL *xb = XT + (size_t)(step - g->start) * n_mem * L_;
+      for (int m = 0; m < n_mem; m++)
+        for (int l = 0; l < L_; l++) {
+          int i = m * L_ + l;
+          REAL b = xb[i], z = xb[2 * n_mem * L_ + i];
+          REAL lz = LX[i] + LU[i], dzx, dzu, dzt;
+          if (g->linear) {
+            dzt = t->lin_den[m]; dzx = 1 - t->w2[m] * dzt; dzu = t->lin_num[m] * dzt;
+          } else {
+            REAL a3 = t->a3[m], a2 = t->c2[m] + a3 * b;
+            REAL a1 = t->c1[m] + t->c2[m] * b + a3 * b * b;
+            REAL rz = a1 + z * (2 * a2 + 3 * a3 * z);
+            REAL rb = a3 * z * z + (t->c2[m] + 2 * a3 * b) * z + t->c0[m] + 2 * b * a2 + a3 * b * b;
+            dzt = 1 / rz; dzx = -rb * dzt; dzu = -dzx + 2 * dzt;
+          }
+          LX[i] = -LU[i] + lz * dzx;
+          LU[i] = lz * dzu;
+          lt[i] = lz * dzt;
         }
-        LX[m] = -LU[m] + lz * dzx;
-        LU[m] = lz * dzu;
-        lt[m] = lz * dzt;
-      }
       field_SUF(g, t, P, D, buf, 1);
-      for (int m = 0; m < n_mem; m++) P[g->mem_idx[m]] += lt[m] * t->w2[m] / (REAL)g->p_ref;
+      for (int m = 0; m < n_mem; m++)
+        for (int l = 0; l < L_; l++)
+          P[g->mem_idx[m] * L_ + l] += lt[m * L_ + l] * t->w2[m] / (REAL)g->p_ref;
     }
   }
   FTZ_OFF
   free(buf);
 }
+#undef L_
 """
 
 
+LANES = {torch.float32: 16, torch.float64: 8}
+"""Samples per group of the batched variant: one 512-bit vector of each dtype."""
+
+
 def _source() -> str:
-    """The C file: shared header, then the body for float and for double."""
+    """The C file: shared header, then the body for float and double, one sample at a time
+    (``_1``: vectorised along the grid rows) and in groups of ``LANES`` samples
+    (``_g``: vectorised across the samples, for small grids)."""
     return _HEAD + "".join(
-        _BODY.replace("REAL", real).replace("_SUF", suffix)
-        for real, suffix in (("float", "_f32"), ("double", "_f64"))
+        _BODY.replace("REAL", real).replace("_SUF", f"_{suffix}_{tag}").replace("LANES", lanes)
+        for real, suffix, wide in (("float", "f32", "16"), ("double", "f64", "8"))
+        for tag, lanes in (("1", "1"), ("g", wide))
     )
 
 
@@ -374,9 +433,12 @@ def ptr(t: torch.Tensor | None) -> int | None:
     return int(t.data_ptr())
 
 
-def call(name: str, dtype: torch.dtype, geo: Geo, tab: Tab, *arrays: torch.Tensor | None) -> None:
-    """Call ``fwd`` or ``bwd`` of ``dtype`` with the structs and the tensors' addresses."""
-    suffix = "_f32" if dtype == torch.float32 else "_f64"
+def call(
+    name: str, dtype: torch.dtype, grouped: bool, geo: Geo, tab: Tab, *arrays: torch.Tensor | None
+) -> None:
+    """Call ``fwd`` or ``bwd`` of ``dtype`` (``grouped``: the ``LANES`` variant, arrays in
+    ``[group, ..., lane]`` layout) with the structs and the tensors' addresses."""
+    suffix = ("_f32" if dtype == torch.float32 else "_f64") + ("_g" if grouped else "_1")
     for a in arrays:
         assert a is None or a.dtype == dtype, (name, a.dtype, dtype)
     fn = getattr(_LIB, name + suffix)
