@@ -318,6 +318,7 @@ class _Adjoint(torch.autograd.Function):
         return out
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
         (xtraj,) = ctx.saved_tensors
         s: Stencil = ctx.s
