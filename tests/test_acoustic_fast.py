@@ -115,3 +115,28 @@ def test_unconverged_membranes_rerun_on_the_reference_path(monkeypatch):
         ref = dev.simulate(x, reference=True)["_re_im"]
     assert torch.equal(out, ref)
 
+
+
+def test_without_a_c_compiler_the_torch_steps_run_with_one_warning(tmp_path):
+    """A machine without a working compiler: one RuntimeWarning, then the same numbers."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import warnings, torch\n"
+        "from physnn.sim.acoustic import AcousticCavity, native\n"
+        "dev = AcousticCavity(); x = torch.rand(3, 20, dtype=torch.float64)\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always')\n"
+        "    with torch.no_grad():\n"
+        "        a = dev.simulate(x)['_re_im']; b = dev.simulate(x, reference=True)['_re_im']\n"
+        "print(native.available(), sum('C time loop did not build' in str(m.message) for m in w),\n"
+        "      float((a - b).abs().max() / b.abs().max()))\n"
+    )
+    env = {**os.environ, "CC": "false", "PHYSNN_CACHE": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                         timeout=120, check=True)
+    ok, warned, err = out.stdout.split()
+    assert ok == "False" and warned == "1" and float(err) < 1e-12
+    assert not list(tmp_path.glob("*.so"))
