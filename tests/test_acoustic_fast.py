@@ -140,3 +140,21 @@ def test_without_a_c_compiler_the_torch_steps_run_with_one_warning(tmp_path):
     ok, warned, err = out.stdout.split()
     assert ok == "False" and warned == "1" and float(err) < 1e-12
     assert not list(tmp_path.glob("*.so"))
+
+
+def test_results_do_not_depend_on_the_number_of_threads():
+    """The C loop splits the samples over torch's threads: same numbers, forward and adjoint."""
+    dev = AcousticCavity()
+    x = drive(37, F32)
+    outs = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 3):
+            torch.set_num_threads(n)
+            xg = x.clone().requires_grad_(True)
+            y = dev.amplitudes(xg)
+            y.sum().backward()
+            outs.append((y.detach(), xg.grad))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])

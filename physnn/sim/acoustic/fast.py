@@ -28,6 +28,7 @@ import math
 import os
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import torch
@@ -287,14 +288,35 @@ def _run_c(
     if n:
         grouped = [None if a is None else a[:n].reshape(n // lanes, lanes, -1).transpose(1, 2)
                    .contiguous() for a in arrays]
-        geo, tab, _keep = _structs(s, n // lanes, start, stop, read)
-        native.call(name, dtype, True, geo, tab, *grouped)
+        _threads(name, s, start, stop, read, True, grouped)
         for a, g in zip(arrays, grouped, strict=True):
             if a is not None and g is not None:
                 a[:n] = g.transpose(1, 2).reshape(a[:n].shape)
     if n < b:
-        geo, tab, _keep = _structs(s, b - n, start, stop, read)
-        native.call(name, dtype, False, geo, tab, *(None if a is None else a[n:] for a in arrays))
+        _threads(name, s, start, stop, read, False, [None if a is None else a[n:] for a in arrays])
+
+
+def _threads(
+    name: str, s: Stencil, start: int, stop: int, read: bool, grouped: bool,
+    arrays: list[torch.Tensor | None],
+) -> None:
+    """Split the samples (or groups) over ``torch.get_num_threads()`` threads: the samples
+    are independent and ctypes releases the GIL during the call."""
+    first = next(a for a in arrays if a is not None)
+    count, dtype = first.shape[0], first.dtype
+    parts = max(1, min(torch.get_num_threads(), count))
+    bounds = [count * k // parts for k in range(parts + 1)]
+
+    def part(k: int) -> None:
+        lo, hi = bounds[k], bounds[k + 1]
+        geo, tab, _keep = _structs(s, hi - lo, start, stop, read)
+        native.call(name, dtype, grouped, geo, tab, *(None if a is None else a[lo:hi] for a in arrays))
+
+    if parts == 1:
+        part(0)
+        return
+    with ThreadPoolExecutor(parts) as pool:
+        list(pool.map(part, range(parts)))
 
 
 class _Adjoint(torch.autograd.Function):
