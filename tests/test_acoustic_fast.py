@@ -158,3 +158,34 @@ def test_results_do_not_depend_on_the_number_of_threads():
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+
+
+class _HostReads(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts the ops that copy a tensor's value to the host (``float(t)``, ``bool(t)``,
+    ``t.item()``): on a GPU, each one waits for every queued kernel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_torch_steps_read_the_host_once_per_query(monkeypatch):
+    """The fast path's only host read is the membranes' convergence check at the end; the
+    reference path reads the Newton step size every iteration (the measurement sees it)."""
+    monkeypatch.setenv("PHYSNN_COMPILE", "0")
+    dev = AcousticCavity()
+    x = drive(4, F32)
+    counts = []
+    for reference in (False, True):
+        with torch.no_grad():
+            dev.simulate(x, reference=reference)  # builds the tables (host reads, once)
+        with torch.no_grad(), _HostReads() as reads:
+            dev.simulate(x, reference=reference)
+        counts.append(reads.count)
+    assert counts[0] == 1
+    assert counts[1] > 576 * 3  # >= 3 Newton steps per time step

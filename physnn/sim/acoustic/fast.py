@@ -117,17 +117,25 @@ class Stencil:
         zero = torch.zeros_like(tb.basis[:1])
         self.basis = torch.cat([tb.basis, zero], 0)  # row n_w: outside the window
         self.tb = tb
+        self._rows: dict[tuple[str, int, int], torch.Tensor] = {}
 
     def drive_rows(self, start: int, stop: int) -> torch.Tensor:
-        """Rows of ``drive`` for steps ``start .. stop - 1``."""
-        rows = [s if s < self.ramp else self.ramp + s % self.n_w for s in range(start, stop)]
-        return torch.tensor(rows, device=self.drive.device)
+        """Rows of ``drive`` for steps ``start .. stop - 1`` (on the device, made once: a
+        host-to-device copy per chunk could wait for the queue)."""
+        key = ("drive", start, stop)
+        if key not in self._rows:
+            rows = [s if s < self.ramp else self.ramp + s % self.n_w for s in range(start, stop)]
+            self._rows[key] = torch.tensor(rows, device=self.drive.device)
+        return self._rows[key]
 
     def basis_rows(self, start: int, stop: int) -> torch.Tensor:
         """Rows of ``basis`` read after steps ``start .. stop - 1`` (``n_w``: no read)."""
-        ks = [s + 1 - self.t0 for s in range(start, stop)]
-        rows = [k if 0 <= k < self.n_w else self.n_w for k in ks]
-        return torch.tensor(rows, device=self.basis.device)
+        key = ("basis", start, stop)
+        if key not in self._rows:
+            ks = [s + 1 - self.t0 for s in range(start, stop)]
+            rows = [k if 0 <= k < self.n_w else self.n_w for k in ks]
+            self._rows[key] = torch.tensor(rows, device=self.basis.device)
+        return self._rows[key]
 
 
 def _membranes(
