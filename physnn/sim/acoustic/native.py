@@ -1,14 +1,16 @@
-"""The fast path's time loop as one C function per query (CPU, no autograd).
+"""The fast path's time loop as one C function per query (CPU), and its adjoint.
 
-Each sample's whole run is one pass of loops: per step the membranes (fixed Newton steps,
-from ``p^n``), then one in-place sweep of the grid that updates ``div = D w`` and ``p``
-together (three row buffers keep the old ``q = p + kappa div`` of the rows around the one
-being written), then the sources and the microphone sums. A sample's grid stays in the
-caches across its steps; a large grid is streamed once per step (16 bytes per cell update
-plus the loss factors of the few lossy cells, kept as a sparse list per row). Face
-coefficients are all ``courant^2`` or 0, so they are a byte of flags per cell. Arithmetic
-follows ``fast.chunk`` operation by operation (no contraction into FMAs): on the presets
-both give bit-identical results (tested).
+Small grids (``fast.GROUPED_CELLS``) run ``LANES`` samples in lockstep, the sample the
+fastest index (one vector instruction serves 16 float32 samples); larger grids one sample
+at a time, vectorised along the rows. The samples are split over
+``torch.get_num_threads()`` threads. Per step: the membranes (fixed Newton steps, from
+``p^n``), one in-place sweep of the grid that updates ``div = D w`` and ``p`` together
+(three row buffers keep the old ``q = p + kappa div`` of the rows around the one being
+written), the sources, the microphone sums. A small grid stays in the caches across its
+steps; a large one is streamed once per step (16 bytes per cell update, plus the loss
+factors of the few lossy cells, a sparse list per row). Face coefficients are all
+``courant^2`` or 0: a byte of flags per cell. Arithmetic follows ``fast.chunk`` operation
+by operation (no contraction into FMAs): both give bit-identical results (tested).
 
 ``bwd`` is the adjoint scheme, run backwards in time: the field's update is linear and its
 operator symmetric, so only the membranes' trajectory is stored by the forward pass, and the
