@@ -26,7 +26,8 @@ class AcousticCavity(Perturbable, Device):
     ``device(x)`` runs the time loop in place, without autograd and without any time
     history: the microphone spectra are accumulated as running sums, so memory does not
     depend on the number of steps. ``forward_with_grad`` is differentiable through the time
-    loop (memory grows with the steps; ``checkpoint_steps`` bounds it). ``simulate``
+    loop (on a CPU by the adjoint scheme, storing only the membranes' trajectory; with the
+    torch steps memory grows with the steps and ``checkpoint_steps`` bounds it). ``simulate``
     exposes the raw scheme (initial fields, complex spectra, the discrete energy),
     ``field_snapshot`` and ``plot_layout`` show the field. See the package docstring
     for the physics.
