@@ -26,6 +26,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -370,12 +371,25 @@ _LIB: Any = None
 _TRIED = False
 
 
+def _cpu() -> str:
+    """What ``-march=native`` depends on: the machine and its instruction-set flags (a
+    cached library built on another CPU could use instructions this one lacks)."""
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        pass
+    return platform.machine() + platform.processor() + flags
+
+
 def _build() -> Any:
-    """Compile ``_SRC`` (once per source version) and load it; ``None`` if that fails."""
+    """Compile ``_SRC`` (once per source version, compiler and CPU) and load it; ``None``
+    if there is no compiler."""
     cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
     if cc is None:
         return None
-    tag = hashlib.sha256(_SRC.encode()).hexdigest()[:16]
+    tag = hashlib.sha256((_SRC + cc + _cpu()).encode()).hexdigest()[:16]
     root = Path(os.environ.get("PHYSNN_CACHE", Path.home() / ".cache" / "physnn"))
     so = root / f"acoustic_{tag}.so"
     if not so.exists():
@@ -383,9 +397,13 @@ def _build() -> Any:
         with tempfile.TemporaryDirectory(dir=root) as tmp:
             c_file, out = Path(tmp) / "acoustic.c", Path(tmp) / "acoustic.so"
             c_file.write_text(_SRC)
-            cmd = [cc, "-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-shared",
-                   "-fPIC", str(c_file), "-o", str(out), "-lm"]
-            subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+            base = [cc, "-O3", "-ffp-contract=off", "-fno-math-errno", "-shared", "-fPIC",
+                    str(c_file), "-o", str(out), "-lm"]
+            try:
+                subprocess.run(base[:2] + ["-march=native"] + base[2:], check=True,
+                               capture_output=True, timeout=120)
+            except subprocess.CalledProcessError:  # a compiler without -march=native
+                subprocess.run(base, check=True, capture_output=True, timeout=120)
             os.replace(out, so)  # atomic: concurrent builders agree
     return ctypes.CDLL(str(so))
 
