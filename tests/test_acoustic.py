@@ -269,6 +269,12 @@ MEMORY_SCRIPT = textwrap.dedent(
     reset_peak(); short(x); peak_short = status("VmHWM")
     reset_peak(); long(x); peak_long = status("VmHWM")
     # control: keeping only the microphone signals of the long run would cost this much
+    # (first hand freed heap memory back, or the control would re-use it unseen)
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
     rss = status("VmRSS")
     reset_peak()
     history = [torch.ones(B, n_mic, dtype=torch.float64) for _ in range(2000)]

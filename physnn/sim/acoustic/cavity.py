@@ -12,6 +12,7 @@ from ...core.device import Device, DeviceSpec, Domain
 from ...core.effects import Effect, apply_effects, make_effects
 from ...core.perturbation import Perturbable, Sudden
 from .config import P_REF_SPL, READOUT_UNITS, AcousticConfig, resolved
+from .fast import Stencil, advance_fast, use_native
 from .geometry import Geometry, build_geometry
 from .plot import plot_layout
 from .scatterers import place_block, scatterer_blocks
@@ -25,7 +26,8 @@ class AcousticCavity(Perturbable, Device):
     ``device(x)`` runs the time loop in place, without autograd and without any time
     history: the microphone spectra are accumulated as running sums, so memory does not
     depend on the number of steps. ``forward_with_grad`` is differentiable through the time
-    loop (memory grows with the steps; ``checkpoint_steps`` bounds it). ``simulate``
+    loop (on a CPU by the adjoint scheme, storing only the membranes' trajectory; with the
+    torch steps memory grows with the steps and ``checkpoint_steps`` bounds it). ``simulate``
     exposes the raw scheme (initial fields, complex spectra, the discrete energy),
     ``field_snapshot`` and ``plot_layout`` show the field. See the package docstring
     for the physics.
@@ -190,6 +192,7 @@ class AcousticCavity(Perturbable, Device):
         device: torch.device | str | None = None,
         energy: bool = False,
         read: bool = True,
+        reference: bool = False,
     ) -> dict[str, torch.Tensor]:
         """Run the scheme for ``steps`` (default: transient + window) and return its results.
 
@@ -198,8 +201,9 @@ class AcousticCavity(Perturbable, Device):
         ``p`` (the final pressure, ``[B, rows, cols]``), ``spectrum`` (complex DFT amplitude of
         every read-out bin at every microphone over the window, ``[B, mics, bins]``, when
         ``read``) and ``energy`` (the scheme's conserved energy per step in J per metre of
-        depth, ``[steps, B]``, when asked). Runs in place without time history unless
-        autograd is enabled.
+        depth, ``[steps, B]``, when asked). ``energy`` or ``reference`` run the reference
+        scheme (``solver.Scheme``: face velocities, Newton to convergence) step by step instead
+        of the fast path (``fast``), which equals it up to round-off.
         """
         cfg = self.config
         steps = cfg.total_steps if steps is None else int(steps)
@@ -215,20 +219,16 @@ class AcousticCavity(Perturbable, Device):
         tb = self._tab(dev, dtype)
         state = self._initial_state(batch, dev, dtype, p0)
         energies: list[torch.Tensor] | None = [] if energy else None
-        seg = int(cfg.checkpoint_steps)
-        needs_grad = torch.is_grad_enabled() and x is not None and x.requires_grad
-        if needs_grad and seg > 0 and not energy and steps > seg:
-            # the forward of each segment runs in place without autograd; the backward pass
-            # re-runs it out of place with autograd, one segment at a time
-            from torch.utils.checkpoint import checkpoint
-
-            for start in range(0, steps, seg):
-                state = checkpoint(
-                    self.scheme.advance, tb, x, read, None, start, min(start + seg, steps), *state,
-                    use_reentrant=True, preserve_rng_state=False,
+        if not (energy or reference):
+            fast = self._run_fast(tb, x, read, steps, state)
+            if fast is not None:
+                state = fast
+            else:  # the membranes did not converge in NEWTON_STEPS: the reference path decides
+                return self.simulate(
+                    x, steps, p0=p0, batch=batch, dtype=dtype, device=dev, read=read, reference=True
                 )
         else:
-            state = self.scheme.advance(tb, x, read, energies, 0, steps, *state)
+            state = self._run_reference(tb, x, read, energies, steps, state)
         h, w = cfg.grid
         p, acc = state[0], state[5]
         out = {"p": p.reshape(batch, h + 2, self.geometry.wp)[:, 1:-1, 1:-1]}
@@ -240,6 +240,58 @@ class AcousticCavity(Perturbable, Device):
         if energies is not None:
             out["energy"] = torch.stack(energies, 0)
         return out
+
+    def _stencil(self, tb: Tables) -> Stencil:
+        if tb.stencil is None:
+            tb.stencil = Stencil(self.config, tb, self.geometry.n_cells, self.geometry.wp)
+        assert isinstance(tb.stencil, Stencil)
+        return tb.stencil
+
+    def _run_fast(
+        self, tb: Tables, x: torch.Tensor | None, read: bool, steps: int, state: State
+    ) -> State | None:
+        """The fast path (``fast.advance_fast``); ``None`` if the membranes did not converge."""
+        s = self._stencil(tb)
+        n, wp = self.geometry.n_cells, self.geometry.wp
+        p, _, _, xm, um, acc, div = state
+        worst = torch.zeros((), dtype=p.dtype, device=p.device)
+        fs: tuple[torch.Tensor, ...] = (p[:, wp : n - wp].contiguous(), div, xm, um, acc, worst)
+        seg = int(self.config.checkpoint_steps)
+        grad = torch.is_grad_enabled() and x is not None and x.requires_grad
+        if grad and 0 < seg < steps and not use_native(s, fs[0], x):
+            from torch.utils.checkpoint import checkpoint
+
+            for start in range(0, steps, seg):
+                fs = checkpoint(
+                    advance_fast, s, x, read, start, min(start + seg, steps), *fs,
+                    use_reentrant=True, preserve_rng_state=False,
+                )
+        else:
+            fs = advance_fast(s, x, read, 0, steps, *fs)
+        pm, div, xm, um, acc, worst = fs
+        if xm.shape[1] and not bool(worst <= 1):  # the one host read of a query
+            return None
+        return torch.nn.functional.pad(pm, (wp, wp)), p, p, xm, um, acc, div
+
+    def _run_reference(
+        self, tb: Tables, x: torch.Tensor | None, read: bool,
+        energies: list[torch.Tensor] | None, steps: int, state: State,
+    ) -> State:
+        """The reference scheme, step by step (checkpointed segments when differentiating)."""
+        seg = int(self.config.checkpoint_steps)
+        needs_grad = torch.is_grad_enabled() and x is not None and x.requires_grad
+        if needs_grad and seg > 0 and energies is None and steps > seg:
+            # the forward of each segment runs in place without autograd; the backward pass
+            # re-runs it out of place with autograd, one segment at a time
+            from torch.utils.checkpoint import checkpoint
+
+            for start in range(0, steps, seg):
+                state = checkpoint(
+                    self.scheme.advance, tb, x, read, None, start, min(start + seg, steps), *state,
+                    use_reentrant=True, preserve_rng_state=False,
+                )
+            return state
+        return self.scheme.advance(tb, x, read, energies, 0, steps, *state)
 
     def _initial_state(
         self, batch: int, device: torch.device, dtype: torch.dtype, p0: torch.Tensor | None

@@ -175,7 +175,9 @@ class AcousticConfig:
     checkpoint_steps: int = 32
     """With autograd on (``forward_with_grad``), store the state only every this many steps
     and recompute each segment during the backward pass (gradient checkpointing: memory of
-    one segment instead of the whole run, for one extra forward pass); 0 stores every step."""
+    one segment instead of the whole run, for one extra forward pass); 0 stores every step.
+    On a CPU with the C loop the gradient comes from its adjoint, which stores only the
+    membranes' trajectory (a few numbers per step): this applies to the torch steps."""
     speaker_power_w: float = 0.5
     """Electrical power of the speakers (for the energy accounting)."""
     noise: list[dict[str, Any]] = field(default_factory=list)

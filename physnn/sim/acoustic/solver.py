@@ -1,7 +1,12 @@
-"""The time loop: staggered leapfrog for the field, a discrete-gradient step for the membranes.
+"""The reference time loop: staggered leapfrog for the field, a discrete-gradient step for
+the membranes, one step at a time.
 
 In place (no allocation per step, no history) when autograd is off; out of place, so that
-autograd can record it, when it is on. See the package docstring for the physics.
+autograd can record it, when it is on. See the package docstring for the physics. Queries
+run ``fast`` (the same scheme without the face velocities, equal to this one to round-off);
+this loop serves the energy diagnostic (``simulate(energy=True)``), ``reference=True`` and
+the rare query whose membranes need more than ``fast.NEWTON_STEPS`` Newton steps (it
+iterates to convergence, reading the step size on the host each iteration).
 """
 
 from __future__ import annotations
@@ -62,6 +67,8 @@ class Tables:
         self.c1 = t(1 + m["g"] + m["w2"] / 2)
         self.c0 = t(m["w2"] / 2 - 1 - m["g"])
         self.mem_src = t(m["src"])
+        self.stencil: object | None = None
+        """The fast path's tensors (``fast.Stencil``), built on first use."""
 
 
 class Scheme:
