@@ -439,3 +439,18 @@ def test_fast_camera_is_as_noisy_as_the_exact_one():
     ye, yf = exact(x), fast(x)
     assert torch.allclose(yf.mean(0), ye.mean(0), rtol=0.01, atol=0.003)
     assert torch.allclose(yf.var(0), ye.var(0), rtol=0.06, atol=1e-4)
+
+
+def test_validation_still_names_the_first_bad_entry():
+    """The one-pass check lets good batches through; bad ones get the full message."""
+    dev = cavity()
+    x = inputs(4)
+    assert dev.validate(x) is x
+    for value, words in ((float("nan"), "not finite"), (float("inf"), "not finite"),
+                         (1.5, "outside the allowed domain")):
+        bad = x.clone()
+        bad[2, 3] = value
+        with pytest.raises(ValueError, match=r"input\[2, 3\].*" + words):
+            dev.validate(bad)
+    clipped = cavity(clip=True).validate(x * 2)
+    assert clipped.max() == 1.0

@@ -190,9 +190,10 @@ class Device:
             )
         if x.shape[0] == 0:
             raise ValueError(f"{name}: empty batch; send at least one sample")
-        if spec.domain.levels is None:  # one pass for the common case; NaN fails both tests
+        if spec.domain.levels is None:  # one pass for the common case (NaN fails every test)
             lo, hi = torch.aminmax(x)
-            if bool((lo >= spec.domain.lo) & (hi <= spec.domain.hi)):
+            ok = (lo >= spec.domain.lo) & (hi <= spec.domain.hi) & lo.isfinite() & hi.isfinite()
+            if bool(ok):
                 return x
         bad = ~torch.isfinite(x)
         if bad.any():
@@ -219,14 +220,16 @@ class Device:
         x = self.validate(x)
         t0 = time.perf_counter()
         n, rows = x.shape[0], self._call_rows
+        stacked = 0 < rows < n  # inside calls_of: the batch stands for several calls
         with torch.no_grad():
-            y = self._measure_calls(x, rows) if 0 < rows < n else self._measure(x)
+            y = self._measure_calls(x, rows) if stacked else self._measure(x)
         wall = time.perf_counter() - t0
-        if not 0 < rows < n:
+        if not stacked:
             self._account(n, wall)
-        for start in range(0, n, rows) if 0 < rows < n else ():  # each call it stands for
-            size = min(rows, n - start)
-            self._account(size, wall * size / n)
+        else:
+            for start in range(0, n, rows):
+                size = min(rows, n - start)
+                self._account(size, wall * size / n)
         return y.detach()
 
     @contextmanager

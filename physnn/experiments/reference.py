@@ -67,12 +67,12 @@ def _torch_accuracy(
     x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
     device: str | torch.device,
 ) -> float:
-    as_x = lambda a: torch.as_tensor(a, device=device, dtype=torch.float64)  # noqa: E731
-    as_y = lambda a: torch.as_tensor(a, device=device, dtype=torch.long)  # noqa: E731
+    x_tr, x_te = (torch.as_tensor(a, device=device, dtype=torch.float64) for a in (x_train, x_test))
+    y_tr, y_te = (torch.as_tensor(a, device=device, dtype=torch.long) for a in (y_train, y_test))
     n_classes = int(max(y_train.max(), y_test.max())) + 1
-    w, b = fit_logistic_regression(as_x(x_train), as_y(y_train), n_classes)
-    pred = torch.addmm(b, as_x(x_test), w).argmax(1)
-    return float((pred == as_y(y_test)).double().mean())
+    w, b = fit_logistic_regression(x_tr, y_tr, n_classes)
+    pred = torch.addmm(b, x_te, w).argmax(1)
+    return float((pred == y_te).double().mean())
 
 
 def _sklearn_accuracy(
