@@ -395,6 +395,9 @@ def test_gaussian_shot_noise_has_the_poisson_mean_and_variance(level):
     counts = out * photons
     is_integer = torch.allclose(counts, counts.round(), atol=1e-6)
     assert is_integer == (level * photons < 20)  # exact Poisson below 20 counts only
+    everywhere = ShotNoise(photons=photons, sampler="gaussian", exact_below=0.0)(y, _gen(1))
+    assert everywhere.var().item() == pytest.approx(var, rel=0.02)
+    assert not torch.allclose(everywhere * photons, (everywhere * photons).round(), atol=1e-6)
 
 
 def test_gaussian_shot_noise_takes_the_readout_noise_into_its_draw():

@@ -72,7 +72,8 @@ class ShotNoise(Effect):
     ``sampler = "gaussian"`` is the fast approximation: where the mean count is at least
     ``exact_below`` the count is Gaussian with variance = mean (exact mean and variance;
     what it drops is the skewness ``1/sqrt(mean)``, at most 0.22 at the default threshold
-    of 20 counts), below it the exact Poisson. A Gaussian ``readout`` effect right after it
+    of 20 counts), below it the exact Poisson (``exact_below = 0``: Gaussian everywhere,
+    cheaper still: no search for small counts). A Gaussian ``readout`` effect right after it
     is folded into the same draw (one normal per pixel, the variances added). Not the same
     random stream as ``poisson``: the published runs keep ``poisson``.
     """
@@ -108,6 +109,8 @@ class ShotNoise(Effect):
             var += readout_sigma**2
         z = torch.randn(mean.shape, generator=gen, device=mean.device, dtype=mean.dtype)
         out = torch.addcmul(mean, var.sqrt_(), z)
+        if not self.exact_below > 0:  # Gaussian everywhere: no search for small counts
+            return _straight_through(y, out) if y.requires_grad else out
         small = (mean < self.exact_below / self.photons).view(-1).nonzero().squeeze(1)
         if small.numel():  # index lists: much cheaper than boolean masks for a few percent
             lam = mean.view(-1).index_select(0, small).mul_(self.photons)
