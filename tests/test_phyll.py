@@ -140,7 +140,7 @@ def _label_by_label(trainer, x: torch.Tensor, batch_size: int = 4096) -> torch.T
 
 @pytest.mark.parametrize(
     "method, outputs, max_rows",
-    [("phyll", None, 8192), ("ff", None, 8192), ("phyll", None, 70), ("phyll", "readout", 8192)],
+    [("phyll", None, 4096), ("ff", None, 4096), ("phyll", None, 70), ("phyll", "readout", 4096)],
 )
 def test_batched_scores_equal_label_by_label_calls_bit_for_bit(tiny_config, method, outputs,
                                                                max_rows):

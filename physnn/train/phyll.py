@@ -181,7 +181,7 @@ class PhyLL:
         return losses
 
     @torch.no_grad()
-    def scores(self, x: torch.Tensor, batch_size: int = 4096, max_rows: int = 8192) -> torch.Tensor:
+    def scores(self, x: torch.Tensor, batch_size: int = 4096, max_rows: int = 4096) -> torch.Tensor:
         """Summed goodness over blocks for every candidate label, ``[N, n_classes]``.
 
         Each batch of ``batch_size`` samples is scored as ``n_classes`` device calls, one per
