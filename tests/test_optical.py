@@ -307,3 +307,153 @@ def test_apply_to_tensors_keeps_the_perturbed_structure_consistent(device):
         d.advance(3)
     x = inputs(3)
     assert torch.allclose(dev(x.to(device)).cpu(), ref(x), rtol=1e-10, atol=1e-12)
+
+
+# -- arithmetic = "fast": the same physics, fewer operations --------------------------------
+
+
+@pytest.mark.parametrize("encoding", ["phase", "amplitude"])
+@pytest.mark.parametrize("kw", [{}, {"n_in": 5, "slm_shape": (4, 4), "background": 0.3},
+                                {"pool": 2, "readout": "amplitude", "gain": 3.0}])
+def test_fast_arithmetic_measures_what_exact_does(encoding, kw):
+    kw = {"seed": 19, "encoding": encoding, **kw}
+    exact, fast = cavity(**kw), cavity(arithmetic="fast", **kw)
+    x = inputs(12, n=exact.spec.n_in)
+    assert torch.allclose(fast(x), exact(x), rtol=1e-10, atol=1e-12)
+    x32 = x.float()
+    assert torch.allclose(fast(x32), exact(x32), rtol=1e-4, atol=1e-5)
+    xg = x.clone().requires_grad_(True)
+    (g_fast,) = torch.autograd.grad(fast.forward_with_grad(xg).sum(), xg)
+    (g_exact,) = torch.autograd.grad(exact.forward_with_grad(xg).sum(), xg)
+    assert torch.allclose(g_fast, g_exact, rtol=1e-8, atol=1e-10)
+
+
+def test_fast_background_follows_a_changed_transmission_matrix():
+    """The precomputed background is rebuilt on perturbations, .to() and in-place edits."""
+    kw = {"n_in": 5, "slm_shape": (4, 4), "background": 0.7, "seed": 20}
+    exact, fast = cavity(**kw), cavity(arithmetic="fast", **kw)
+    x = inputs(6, n=5)
+    assert torch.allclose(fast(x), exact(x), rtol=1e-10)
+    for dev in (exact, fast):  # an in-place edit of the matrix (version counter)
+        dev.transmission[:, 10] *= -1j
+    assert torch.allclose(fast(x), exact(x), rtol=1e-10)
+    for dev in (exact, fast):  # a new matrix
+        dev.transmission = dev.transmission.roll(1, dims=1)
+    assert torch.allclose(fast(x), exact(x), rtol=1e-10)
+    drift = {**kw, "perturbations": [{"kind": "drift", "sigma": 0.5}]}
+    exact, fast = cavity(**drift), cavity(arithmetic="fast", **drift)
+    before = fast(x)
+    for dev in (exact, fast):
+        dev.advance(3)
+    assert not torch.allclose(fast(x), before, rtol=1e-3)
+    assert torch.allclose(fast(x), exact(x), rtol=1e-10)
+
+
+def test_unknown_arithmetic_is_refused():
+    with pytest.raises(ValueError, match="arithmetic must be 'exact' or 'fast'"):
+        cavity(arithmetic="approximate")
+
+
+# -- calls_of: one pass of the optics, the camera noise call by call ------------------------
+
+
+@pytest.mark.parametrize("arithmetic", ["exact", "fast"])
+def test_stacked_calls_measure_what_consecutive_calls_do(arithmetic):
+    """7x7 camera, 5 rows a call: 245 normals a call, not a multiple of torch's block of 16."""
+    camera = [{"kind": "saturation", "level": 4.0}, {"kind": "shot", "photons": 300.0},
+              {"kind": "readout", "sigma": 0.05}, {"kind": "quantize", "bits": 8, "hi": 4.0}]
+    kw = {"n_in": 12, "slm_shape": (4, 4), "camera_shape": (7, 7), "camera": camera,
+          "seed": 21, "arithmetic": arithmetic}
+    one, stacked, plain = cavity(**kw), cavity(**kw), cavity(**kw)
+    x = inputs(15, n=12, dtype=torch.float32)
+    want = torch.cat([one(x[i : i + 5]) for i in range(0, 15, 5)])
+    with stacked.calls_of(5):
+        got = stacked(x)
+    assert torch.equal(got, want)
+    assert not torch.equal(plain(x), want)  # a plain call of 15 rows draws other noise
+    assert (stacked.accounting.samples, stacked.accounting.calls) == (15, 3)
+    assert stacked(x[:5]).shape == (5, 49) and stacked.accounting.calls == 4  # block left
+
+
+# -- the Gaussian shot-noise sampler (camera shot = "gaussian") ---------------------------
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("level", [0.004, 0.05, 1.0, 3.0])  # 8, 100, 2000, 6000 counts
+def test_gaussian_shot_noise_has_the_poisson_mean_and_variance(level):
+    from physnn.core.effects import ShotNoise
+
+    photons, n = 2000.0, 400_000
+    y = torch.full((n // 400, 400), level, dtype=torch.float64)
+    out = ShotNoise(photons=photons, sampler="gaussian")(y, _gen(1))
+    mean, var = level, level / photons  # in output units
+    assert out.mean().item() == pytest.approx(mean, rel=4 * (var / n) ** 0.5 / mean)
+    assert out.var().item() == pytest.approx(var, rel=0.02)
+    counts = out * photons
+    is_integer = torch.allclose(counts, counts.round(), atol=1e-6)
+    assert is_integer == (level * photons < 20)  # exact Poisson below 20 counts only
+    everywhere = ShotNoise(photons=photons, sampler="gaussian", exact_below=0.0)(y, _gen(1))
+    assert everywhere.var().item() == pytest.approx(var, rel=0.02)
+    assert not torch.allclose(everywhere * photons, (everywhere * photons).round(), atol=1e-6)
+
+
+def test_gaussian_shot_noise_takes_the_readout_noise_into_its_draw():
+    from physnn.core.effects import apply_effects, make_effects
+
+    photons, sigma = 500.0, 0.03
+    y = torch.tensor([0.01, 1.0], dtype=torch.float64).repeat(200_000, 1)  # 5 and 500 counts
+    effects = make_effects([{"kind": "shot", "photons": photons, "sampler": "gaussian"},
+                            {"kind": "readout", "sigma": sigma}])
+    out = apply_effects(y, effects, _gen(2))
+    assert torch.allclose(out.mean(0), y[0], atol=4e-4)
+    want_var = y[0] / photons + sigma**2
+    assert torch.allclose(out.var(0), want_var, rtol=0.02)
+    plain = make_effects([{"kind": "shot", "photons": photons}, {"kind": "readout", "sigma": sigma}])
+    assert torch.allclose(apply_effects(y, plain, _gen(2)).var(0), want_var, rtol=0.02)
+
+
+def test_gaussian_shot_noise_passes_the_gradient_straight_through():
+    from physnn.core.effects import ShotNoise
+
+    y = torch.rand(8, 4, dtype=torch.float64, requires_grad=True)
+    ShotNoise(photons=50.0, sampler="gaussian")(y, _gen()).sum().backward()
+    assert torch.equal(y.grad, torch.ones_like(y))
+
+
+@pytest.mark.parametrize("kw, words", [({"sampler": "normal"}, "sampler"),
+                                       ({"exact_below": -1.0}, "exact_below")])
+def test_bad_shot_sampler_is_refused(kw, words):
+    from physnn.core.effects import make_effects
+
+    with pytest.raises(ValueError, match=words):
+        make_effects([{"kind": "shot", "photons": 10.0, **kw}])
+
+
+def test_fast_camera_is_as_noisy_as_the_exact_one():
+    """The fast options (arithmetic, Gaussian shot) keep the noise statistics of a camera."""
+    camera = [{"kind": "shot", "photons": 200.0}, {"kind": "readout", "sigma": 0.05}]
+    kw = {"seed": 22, "camera_shape": (4, 4)}
+    exact = cavity(camera=camera, **kw)
+    fast = cavity(arithmetic="fast", camera=[{**camera[0], "sampler": "gaussian"}, camera[1]], **kw)
+    x = inputs(1).expand(20_000, -1)
+    ye, yf = exact(x), fast(x)
+    assert torch.allclose(yf.mean(0), ye.mean(0), rtol=0.01, atol=0.003)
+    assert torch.allclose(yf.var(0), ye.var(0), rtol=0.06, atol=1e-4)
+
+
+def test_validation_still_names_the_first_bad_entry():
+    """The one-pass check lets good batches through; bad ones get the full message."""
+    dev = cavity()
+    x = inputs(4)
+    assert dev.validate(x) is x
+    for value, words in ((float("nan"), "not finite"), (float("inf"), "not finite"),
+                         (1.5, "outside the allowed domain")):
+        bad = x.clone()
+        bad[2, 3] = value
+        with pytest.raises(ValueError, match=r"input\[2, 3\].*" + words):
+            dev.validate(bad)
+    clipped = cavity(clip=True).validate(x * 2)
+    assert clipped.max() == 1.0

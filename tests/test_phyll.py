@@ -116,3 +116,51 @@ def test_block_output_is_mapped_into_next_domain(tiny_config):
     x = net.blocks[0].to_next(h, net.blocks[1].device.spec.domain)
     assert x.min() >= 0 and x.max() <= 1
     assert torch.allclose(x.amin(1), torch.zeros(6)) and torch.allclose(x.amax(1), torch.ones(6))
+
+
+def _label_by_label(trainer, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    """Scoring as it was before batching: one device call per batch, label and block."""
+    c, blocks, s = trainer.s.n_classes, trainer.net.blocks, trainer.s
+    out = torch.empty(x.shape[0], c)
+    with torch.no_grad():
+        for start in range(0, x.shape[0], batch_size):
+            xb = x[start : start + batch_size]
+            for label in range(c):
+                z = overlay_label(xb, torch.full((xb.shape[0],), label), c, s.label_amplitude,
+                                  s.label_width)
+                total = 0
+                for k, block in enumerate(blocks):
+                    h = block.linear(block.features(z))
+                    total = total + trainer.block_goodness(block, h)
+                    if k + 1 < len(blocks):
+                        z = trainer.to_next(k, h)
+                out[start : start + xb.shape[0], label] = total
+    return out
+
+
+@pytest.mark.parametrize(
+    "method, outputs, max_rows",
+    [("phyll", None, 4096), ("ff", None, 4096), ("phyll", None, 70), ("phyll", "readout", 4096)],
+)
+def test_batched_scores_equal_label_by_label_calls_bit_for_bit(tiny_config, method, outputs,
+                                                               max_rows):
+    """Noisy camera (shot, readout, quantisation) of 7x7 = 49 pixels: a call's normal draws
+    are not a multiple of 16 (torch's CPU randn redraws the tail of every call), so one
+    plain call of all labels would draw different noise; scores must not."""
+    import copy
+
+    tiny_config["device"]["camera_shape"] = [7, 7]
+    tiny_config["train"]["method"] = method
+    if outputs:  # a wrapped device: the generic call-by-call path of Device
+        tiny_config["device"]["outputs"] = [{"kind": "readout", "sigma": 0.05}]
+    data, net, trainer = _setup(tiny_config)
+    trainer.train_epoch(data.x_train, data.y_train)
+    twin = copy.deepcopy(trainer)  # same weights, same random streams
+    x = data.x_test[:33]
+    got = trainer.scores(x, batch_size=23, max_rows=max_rows)
+    want = _label_by_label(twin, x, batch_size=23)
+    assert torch.equal(got, want)
+    for a, b in zip(trainer.net.devices, twin.net.devices, strict=True):
+        assert a.accounting.samples == b.accounting.samples == 2 * data.x_train.shape[0] + 330
+        assert a.accounting.calls == b.accounting.calls
+    assert torch.equal(trainer.scores(x, max_rows=max_rows), _label_by_label(twin, x))  # streams

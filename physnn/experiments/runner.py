@@ -104,18 +104,21 @@ def device_queries(net: PhysicalNetwork) -> int:
 
 def references(cfg: ExperimentConfig, raw: Dataset, data: Dataset, domain: Domain, seed: int,
                progress: bool) -> dict[str, float]:
-    """Logistic regression on the same split: on the plain features, and for a device with
-    input levels also on exactly the quantised inputs it sees."""
+    """Logistic regression on the same split (fitted in torch on the data's torch device,
+    once per split in this process): on the plain features, and for a device with input
+    levels also on exactly the quantised inputs it sees."""
     x_tr, x_te = raw.plain_features()  # before any device quantisation
-    if progress and sys.stderr.isatty():  # minutes on Fashion-MNIST: say why nothing moves
+    if progress and sys.stderr.isatty():  # a while on Fashion-MNIST: say why nothing moves
         tqdm.write(f"{cfg.name} seed {seed}: fitting the logistic-regression reference "
                    f"on {len(x_tr)} samples x {x_tr.shape[1]} features", file=sys.stderr)
     y_tr, y_te = data.y_train.cpu().numpy(), data.y_test.cpu().numpy()
-    out = {"logistic_regression_test_acc": logistic_regression_accuracy(x_tr, y_tr, x_te, y_te, seed)}
+    dev = data.y_train.device
+    out = {"logistic_regression_test_acc": logistic_regression_accuracy(
+        x_tr, y_tr, x_te, y_te, seed, device=dev)}
     if domain.levels is not None:  # what a 2-bit metasurface's levels leave to a linear model
         q_tr, q_te = data.plain_features()
         out["logistic_regression_quantised_test_acc"] = logistic_regression_accuracy(
-            q_tr, y_tr, q_te, y_te, seed
+            q_tr, y_tr, q_te, y_te, seed, device=dev
         )
     return out
 

@@ -83,10 +83,17 @@ class OpticalConfig:
     """Seed of the transmission matrix, the perturbations and the camera noise."""
     clip: bool = False
     """Project out-of-domain inputs onto [0, 1] instead of rejecting them."""
+    arithmetic: str = "exact"
+    """``exact``: the arithmetic of the published runs, bit for bit. ``fast``: the same physics
+    with fewer operations, so the last bits differ: only the ``n_in`` live SLM columns are
+    multiplied (the background pixels' field on the camera is precomputed once) and the
+    intensity is ``re^2 + im^2`` instead of ``|E|^2`` through a complex ``abs``."""
 
     def __post_init__(self) -> None:
         if self.encoding not in ("phase", "amplitude"):
             raise ValueError(f"encoding must be 'phase' or 'amplitude', got {self.encoding!r}")
+        if self.arithmetic not in ("exact", "fast"):
+            raise ValueError(f"arithmetic must be 'exact' or 'fast', got {self.arithmetic!r}")
         if self.readout not in ("intensity", "amplitude"):
             raise ValueError(f"readout must be 'intensity' or 'amplitude', got {self.readout!r}")
         if self.n_in < 1:
@@ -173,7 +180,9 @@ class OpticalCavity(Perturbable, Device):
         u = haar_unitary(cfg.modes, g)
         self.transmission = u[:n_cam, : self.n_slm].contiguous()
         self.gain = float(cfg.gain) if cfg.gain is not None else float(n_cam)
-        self._tm_cache: dict[tuple[str, torch.dtype], torch.Tensor] = {}
+        self._tm_cache: dict[tuple[Any, ...], torch.Tensor] = {}
+        self._tm_source: torch.Tensor | None = None  # the matrix the cache was built from
+        self._tm_version = -1
         self._init_perturbations(cfg.perturbations)
         if self.perturbed:  # the structure and the thermal section, drawn from the seed
             self._u_pristine = u
@@ -227,33 +236,113 @@ class OpticalCavity(Perturbable, Device):
         h, w = ((n - cfg.pool) // s + 1 for n in cfg.camera_shape)
         return h, w
 
-    def _tm(self, device: torch.device, cdtype: torch.dtype) -> torch.Tensor:
-        key = (str(device), cdtype)
+    def _cached(self, key: tuple[Any, ...], build: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """A tensor derived from the transmission matrix, built once per torch device and dtype
+        and rebuilt whenever the matrix changes: a new tensor (perturbations,
+        ``apply_to_tensors``, an assignment) or an in-place edit (its version counter)."""
+        tm = self.transmission
+        if tm is not self._tm_source or tm._version != self._tm_version:
+            self._tm_cache.clear()
+            self._tm_source, self._tm_version = tm, tm._version
         if key not in self._tm_cache:
-            self._tm_cache[key] = self.transmission.to(device=device, dtype=cdtype)
+            self._tm_cache[key] = build()
         return self._tm_cache[key]
 
-    def slm_field(self, x: torch.Tensor) -> torch.Tensor:
-        """Complex field leaving the SLM, ``[B, SLM pixels]``, total power 1 per sample at most."""
+    def _tm(self, device: torch.device, cdtype: torch.dtype) -> torch.Tensor:
+        return self._cached(("tm", str(device), cdtype), lambda: self.transmission.to(device, cdtype))
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The SLM field of the pixels ``x`` drive (any number of columns), ``scale`` each."""
         cfg = self.config
-        pad = self.n_slm - cfg.n_in
-        if pad:
-            x = torch.cat([x, x.new_full((x.shape[0], pad), cfg.background)], dim=1)
         scale = 1.0 / math.sqrt(self.n_slm)
         if cfg.encoding == "phase":
             phi = x * cfg.phase_range
             return torch.polar(torch.full_like(phi, scale), phi)
         return torch.complex(x * scale, torch.zeros_like(x))
 
+    def _encode_real(self, x: torch.Tensor) -> torch.Tensor:
+        """``arithmetic = "fast"``: the live pixels' field as ``[re | im]``, ``[B, 2 n_in]``
+        (vectorised cos and sin; ``polar`` is a scalar loop)."""
+        cfg = self.config
+        scale = 1.0 / math.sqrt(self.n_slm)
+        if cfg.encoding == "phase":
+            phi = x * cfg.phase_range
+            return torch.cat([torch.cos(phi), torch.sin(phi)], dim=1).mul_(scale)
+        return torch.cat([x * scale, torch.zeros_like(x)], dim=1)
+
+    def _background_field(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """``[1, background pixels]``: their SLM field, by the very operations ``slm_field``
+        applies to a row of inputs (so it is bit-identical), computed once."""
+        pad = self.n_slm - self.config.n_in
+        value = self.config.background
+        return self._cached(
+            ("bg_slm", str(device), dtype, value),
+            lambda: self._encode(torch.full((1, pad), value, dtype=dtype, device=device)),
+        )
+
+    def _real_operator(
+        self, device: torch.device, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``arithmetic = "fast"``: the live columns ``T = C + iD`` as one real matrix,
+        ``[re | im] @ [[C^T, D^T], [-D^T, C^T]] = [Re | Im]`` of ``E @ T^T``, and the field
+        the constant background pixels put on the camera as ``[Re | Im]`` (summed once, in
+        complex128)."""
+        n_in, key = self.config.n_in, (str(device), dtype, self.config.background)
+
+        root_gain = math.sqrt(self.gain)  # folded in: the intensity needs no extra pass
+
+        def operator() -> torch.Tensor:
+            t = self.transmission[:, :n_in].T.to(torch.complex128) * root_gain
+            c, d = t.real, t.imag
+            return torch.cat([torch.cat([c, d], 1), torch.cat([-d, c], 1)]).to(device, dtype)
+
+        def background_on_camera() -> torch.Tensor:
+            if self.n_slm == n_in:
+                return torch.zeros(2 * self.n_cam, dtype=dtype, device=device)
+            bg = self._background_field(self.transmission.device, torch.float64)[0]
+            out = self.transmission[:, n_in:].to(torch.complex128) @ bg * root_gain
+            return torch.cat([out.real, out.imag]).to(device, dtype)
+
+        return self._cached(("op", *key), operator), self._cached(("bg_cam", *key), background_on_camera)
+
+    def slm_field(self, x: torch.Tensor) -> torch.Tensor:
+        """Complex field leaving the SLM, ``[B, SLM pixels]``, total power 1 per sample at most."""
+        field = self._encode(x)
+        if self.n_slm == self.config.n_in:
+            return field
+        bg = self._background_field(x.device, x.dtype)
+        return torch.cat([field, bg.expand(x.shape[0], -1)], dim=1)
+
     def propagate(self, field_in: torch.Tensor) -> torch.Tensor:
         """Field on the camera: the transmission matrix applied to the SLM field."""
         tm = self._tm(field_in.device, field_in.dtype)
         return field_in @ tm.T
 
-    def camera(self, field_out: torch.Tensor) -> torch.Tensor:
-        """Square-law detection, camera non-idealities per pixel, readout, pooling."""
+    def _camera_field(self, x: torch.Tensor) -> torch.Tensor:
+        """Field on the camera for inputs ``x``: complex (``exact``), or ``[Re | Im]`` of the
+        live columns plus the precomputed background in real arithmetic (``fast``)."""
+        if self.config.arithmetic == "exact":
+            return self.propagate(self.slm_field(x))
+        op, bg = self._real_operator(x.device, x.dtype)
+        return torch.addmm(bg, self._encode_real(x), op)
+
+    def _intensity(self, field_out: torch.Tensor) -> torch.Tensor:
+        """``gain * |E|^2`` per camera pixel (in place where no gradient is recorded)."""
+        in_place = not (torch.is_grad_enabled() and field_out.requires_grad)
+        if not field_out.is_complex():  # the fast path's [Re | Im], the gain folded in
+            re, im = field_out[:, : self.n_cam], field_out[:, self.n_cam :]
+            return re.square().addcmul_(im, im) if in_place else re.square() + im.square()
+        if self.config.arithmetic == "fast":
+            re, im = field_out.real, field_out.imag
+            y = re.square().addcmul_(im, im) if in_place else re.square() + im.square()
+        else:
+            y = field_out.abs()
+            y = y.square_() if in_place else y.square()
+        return y.mul_(self.gain) if in_place else self.gain * y
+
+    def _detect(self, y: torch.Tensor) -> torch.Tensor:
+        """Camera non-idealities per pixel, readout, pooling, on intensities ``[B, pixels]``."""
         cfg = self.config
-        y = self.gain * field_out.abs().square()
         y = apply_effects(y, self.camera_effects, self.generator(y.device))
         if cfg.readout == "amplitude":
             y = y.clamp_min(1e-12).sqrt()
@@ -262,8 +351,18 @@ class OpticalCavity(Perturbable, Device):
             y = F.avg_pool2d(y, cfg.pool, stride=cfg.pool_stride or cfg.pool).flatten(1)
         return y
 
+    def camera(self, field_out: torch.Tensor) -> torch.Tensor:
+        """Square-law detection, camera non-idealities per pixel, readout, pooling."""
+        return self._detect(self._intensity(field_out))
+
     def _measure(self, x: torch.Tensor) -> torch.Tensor:
-        return self.camera(self.propagate(self.slm_field(x)))
+        return self.camera(self._camera_field(x))
+
+    def _measure_calls(self, x: torch.Tensor, rows: int) -> torch.Tensor:
+        """One pass of the optics for all rows (row by row the same arithmetic), then the
+        camera's noise drawn call by call, in order: what consecutive calls would measure."""
+        y = self._intensity(self._camera_field(x))
+        return torch.cat([self._detect(y[i : i + rows]) for i in range(0, x.shape[0], rows)])
 
     def plot(self, fig: Any, x: torch.Tensor) -> bool:
         """Camera images (before pooling) for the first few inputs."""

@@ -181,27 +181,47 @@ class PhyLL:
         return losses
 
     @torch.no_grad()
-    def scores(self, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-        """Summed goodness over blocks for every candidate label, ``[N, n_classes]``."""
+    def scores(self, x: torch.Tensor, batch_size: int = 4096, max_rows: int = 4096) -> torch.Tensor:
+        """Summed goodness over blocks for every candidate label, ``[N, n_classes]``.
+
+        Each batch of ``batch_size`` samples is scored as ``n_classes`` device calls, one per
+        label in order; the labels are stacked into calls of at most ``max_rows`` rows (the
+        memory budget), which a device measures as those consecutive calls (``calls_of``):
+        the numbers, noise draws and query accounting of label-by-label scoring, with one
+        pass of the network per stack instead of one per label.
+        """
         c, blocks = self.s.n_classes, self.net.blocks
+        distinct = len({id(b.device) for b in blocks}) == len(blocks)  # else: the old order
         out = torch.empty(x.shape[0], c, device=x.device)
         for start in range(0, x.shape[0], batch_size):
             xb = x[start : start + batch_size]
-            for label in range(c):
-                lab = torch.full((xb.shape[0],), label, dtype=torch.long, device=x.device)
-                z = overlay_label(xb, lab, c, self.s.label_amplitude, self.s.label_width)
-                total: torch.Tensor | None = None
-                for k, block in enumerate(blocks):
-                    f = block.features(z)
-                    with self.flops.count("eval"):
-                        h = block.linear(f)
-                        g = self.block_goodness(block, h)
-                        total = g if total is None else total + g
-                        if k + 1 < len(blocks):
-                            z = self.to_next(k, h)
-                assert total is not None  # a network has at least one block
-                out[start : start + xb.shape[0], label] = total
+            b = xb.shape[0]
+            step = max(1, max_rows // b) if distinct else 1
+            for first in range(0, c, step):
+                labels = torch.arange(first, min(c, first + step), device=x.device)
+                lab = labels.repeat_interleave(b)
+                z = overlay_label(xb.repeat(labels.numel(), 1), lab, c, self.s.label_amplitude,
+                                  self.s.label_width)
+                total = self._summed_goodness(z, b)
+                out[start : start + b, first : first + labels.numel()] = total.view(-1, b).T
         return out
+
+    def _summed_goodness(self, z: torch.Tensor, rows: int) -> torch.Tensor:
+        """Goodness summed over blocks for the label-overlaid ``z``, each device measuring it
+        as calls of ``rows`` rows."""
+        blocks = self.net.blocks
+        total: torch.Tensor | None = None
+        for k, block in enumerate(blocks):
+            with block.device.calls_of(rows):
+                f = block.features(z)
+            with self.flops.count("eval"):
+                h = block.linear(f)
+                g = self.block_goodness(block, h)
+                total = g if total is None else total + g
+                if k + 1 < len(blocks):
+                    z = self.to_next(k, h)
+        assert total is not None  # a network has at least one block
+        return total
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """The label whose overlay gives the largest summed goodness (``n_classes`` passes)."""
