@@ -8,20 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
-
-
-def _threads(a: argparse.Namespace) -> int | None:
-    """``--threads``, else the cores other processes leave free, shared out between ``--jobs``
-    (torch's default, every core, collapses beside other busy processes); None where the
-    user's ``OMP_NUM_THREADS`` decides a single run's threads."""
-    if a.threads is not None or (a.jobs == 1 and "OMP_NUM_THREADS" in os.environ):
-        return a.threads
-    from .experiments.jobs import worker_threads
-
-    return worker_threads(max(1, a.jobs))
 
 
 def _run_kwargs(a: argparse.Namespace) -> dict:
@@ -30,7 +18,7 @@ def _run_kwargs(a: argparse.Namespace) -> dict:
     return dict(
         seed=a.seed, seeds=a.seeds, epochs=a.epochs, overrides=a.set, out=a.out,
         torch_device=a.device, progress=not a.no_progress, overwrite=a.overwrite, jobs=a.jobs,
-        threads=_threads(a),
+        threads=a.threads,
     )
 
 
@@ -286,8 +274,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, seeds: int, out: str) -> Non
     p.add_argument("--jobs", type=int, default=1,
                    help="runs at once, each in its own process (default 1: one after another)")
     p.add_argument("--threads", type=int,
-                   help="torch CPU threads per run (default: the cores other processes leave "
-                   "free, shared out between --jobs)")
+                   help="torch CPU threads per run (default: all cores, shared out between --jobs)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 

@@ -13,8 +13,6 @@ import pytest
 
 from physnn.experiments.jobs import (
     Job,
-    busy_cores,
-    free_cores,
     run_jobs,
     usable_cores,
     worker_threads,
@@ -64,17 +62,13 @@ def test_bad_arguments_are_one_line_errors() -> None:
     assert worker_threads(3, 2) == 2  # the user's choice, whatever the load
 
 
-def test_default_threads_are_the_free_cores_shared_out() -> None:
-    assert free_cores(cores=8, busy=0.0) == 8
-    assert free_cores(cores=8, busy=2.7) == 5  # three cores held by others (rounded)
-    assert free_cores(cores=2, busy=2.0) == 1  # a loaded machine: one thread, never zero
-    assert free_cores(cores=2, busy=9.0) == 1
-    assert free_cores(cores=4, busy=-1.0) == 4  # never more than the cores
-    assert worker_threads(1, None, free=8) == 8
-    assert worker_threads(3, None, free=8) == 2
-    assert worker_threads(4, None, free=1) == 1
-    assert 1 <= worker_threads(1) <= usable_cores()
-    assert busy_cores() >= 0.0
+def test_default_threads_are_the_usable_cores_shared_out() -> None:
+    cores = usable_cores()
+    assert cores == (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                     else os.cpu_count())
+    assert worker_threads(1) == cores
+    assert worker_threads(2) == max(1, cores // 2)
+    assert worker_threads(4 * cores) == 1  # more jobs than cores: one thread each, never zero
 
 
 _SHOW_WORKERS = """

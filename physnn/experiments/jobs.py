@@ -37,43 +37,18 @@ def usable_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def busy_cores() -> float:
-    """Cores other processes keep busy: the 1-minute load average, or the processes runnable
-    right now besides this one where that is more (a load that just started); 0 where the
-    system tells neither."""
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        load = 0.0
-    try:
-        with open("/proc/loadavg") as f:
-            running = int(f.read().split()[3].split("/")[0]) - 1
-    except (OSError, ValueError, IndexError):
-        running = 0
-    return max(load, float(running), 0.0)
+def worker_threads(n_jobs: int, threads: int | None = None) -> int:
+    """Torch threads per worker: ``threads``, or the usable cores shared out between the jobs.
 
-
-def free_cores(cores: int | None = None, busy: float | None = None) -> int:
-    """Cores not kept busy by other processes (at least 1): what torch's threads can use
-    without waiting on a core someone else holds."""
-    cores = usable_cores() if cores is None else cores
-    busy = busy_cores() if busy is None else busy
-    return max(1, min(cores, int(cores - busy + 0.5)))
-
-
-def worker_threads(n_jobs: int, threads: int | None = None, *, free: int | None = None) -> int:
-    """Torch threads per job: ``threads``, or the free cores shared out between the jobs.
-
-    Why free and not all cores: a torch thread waits at every parallel op for the others, so
-    threads on cores that other processes hold make a run many times slower (see
-    docs/getting-started.md, threads). ``free`` defaults to ``free_cores()``.
+    Not fewer where other processes are busy: with ``OMP_WAIT_POLICY=PASSIVE`` (physnn's
+    default) a run beside two CPU-bound processes was no faster with one thread than with
+    two on a 2-core machine (benchmarks/loaded.py; docs/getting-started.md, "Threads").
     """
     if threads is not None:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         return threads
-    free = free_cores() if free is None else free
-    return max(1, free // max(1, n_jobs))
+    return max(1, usable_cores() // max(1, n_jobs))
 
 
 def _init_worker(threads: int) -> None:
