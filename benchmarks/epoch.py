@@ -85,8 +85,8 @@ def random_twin(domain: Domain, n: int = 20, seed: int = 0) -> Twin:
     """A 20 -> 20 twin of the default fit architecture with random weights."""
     model = build_mlp(n, n, {"hidden": TWIN_HIDDEN, "activation": "silu"},
                       gen=torch.Generator().manual_seed(seed))
-    spec = {"name": "sim:microwave", "n_in": n, "n_out": n, "domain": domain.to_dict() if
-            hasattr(domain, "to_dict") else {"lo": domain.lo, "hi": domain.hi, "levels": domain.levels}}
+    spec = {"name": "sim:microwave", "n_in": n, "n_out": n,
+            "domain": {"lo": domain.lo, "hi": domain.hi, "levels": domain.levels}}
     return Twin(model=model, spec=spec, y_mean=torch.zeros(n), y_std=torch.ones(n),
                 fidelity={}, source={}, fit={})
 
