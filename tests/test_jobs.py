@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from physnn.experiments.jobs import Job, run_jobs, worker_threads
+from physnn.experiments.jobs import (
+    Job,
+    run_jobs,
+    usable_cores,
+    worker_threads,
+)
 from physnn.experiments.runlog import read_run
 from physnn.experiments.summary import train
 
@@ -51,7 +59,40 @@ def test_bad_arguments_are_one_line_errors() -> None:
         run_jobs([], n_jobs=0)
     with pytest.raises(ValueError, match="threads must be >= 1, got 0"):
         worker_threads(2, 0)
-    assert worker_threads(2, None) == max(1, (os.cpu_count() or 1) // 2)
+    assert worker_threads(3, 2) == 2  # the user's choice, whatever the load
+
+
+def test_default_threads_are_the_usable_cores_shared_out() -> None:
+    cores = usable_cores()
+    assert cores == (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                     else os.cpu_count())
+    assert worker_threads(1) == cores
+    assert worker_threads(2) == max(1, cores // 2)
+    assert worker_threads(4 * cores) == 1  # more jobs than cores: one thread each, never zero
+
+
+_SHOW_WORKERS = """
+from physnn.experiments.jobs import Job, run_jobs
+import os
+print(run_jobs([Job(str(i), os.getenv, {"key": "OMP_WAIT_POLICY"}) for i in range(2)],
+               n_jobs=2, progress=False))
+"""
+
+
+@pytest.mark.parametrize("user", [None, "ACTIVE"])
+def test_spawned_workers_run_openmp_passive_unless_the_user_chose(user: str | None) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env.update(OMP_DISPLAY_ENV="VERBOSE", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    if user:
+        env["OMP_WAIT_POLICY"] = user
+    done = subprocess.run([sys.executable, "-c", _SHOW_WORKERS], env=env, capture_output=True,
+                          text=True, timeout=300, check=True)
+    policy = user or "PASSIVE"
+    assert done.stdout.strip() == str([policy, policy])
+    # libgomp's own report, once per process that loaded torch: this one and two workers
+    spins = re.findall(r"GOMP_SPINCOUNT = '(\d+)'", done.stderr)
+    assert len(spins) == 3
+    assert all(int(n) == 0 for n in spins) if user is None else all(int(n) > 0 for n in spins)
 
 
 def test_seeds_in_a_pool_give_the_numbers_of_seeds_in_one_process(tiny_config, tmp_path: Path) -> None:

@@ -30,13 +30,25 @@ class Job:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, else every core)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
 def worker_threads(n_jobs: int, threads: int | None = None) -> int:
-    """Torch threads per worker: ``threads``, or the CPU cores shared out between the jobs."""
+    """Torch threads per worker: ``threads``, or the usable cores shared out between the jobs.
+
+    Not fewer where other processes are busy: with ``OMP_WAIT_POLICY=PASSIVE`` (physnn's
+    default) a run beside two CPU-bound processes was no faster with one thread than with
+    two on a 2-core machine (benchmarks/loaded.py; docs/getting-started.md, "Threads").
+    """
     if threads is not None:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         return threads
-    return max(1, (os.cpu_count() or 1) // max(1, n_jobs))
+    return max(1, usable_cores() // max(1, n_jobs))
 
 
 def _init_worker(threads: int) -> None:

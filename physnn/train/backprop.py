@@ -29,6 +29,7 @@ from torch import nn
 
 from ..core.device import Domain
 from ..nn import Twin, physics_aware
+from .flops import signature
 from .ledger import LedgerFlopMeter, SampledFlops
 from .network import PhysicalNetwork
 
@@ -148,14 +149,14 @@ class Backprop:
         z = xb
         for k, block in enumerate(blocks):
             m = self.measure(k, z)  # a device query; its FLOPs are not the trainable layers'
-            with flops.count("train"):
+            with flops.count("train", ("forward", k, signature(m, z))):
                 f = torch.cat([m, z], dim=1) if block.skip else m
                 h = block.linear(f)
                 if k + 1 < len(blocks):
                     z = to_domain(h, blocks[k + 1].device.spec.domain)
                 else:
                     z = F.cross_entropy(self.readout(h), yb)
-        with flops.count("train"):
+        with flops.count("train", ("backward", signature(xb))):  # the graph is fixed by then
             z.backward()  # the devices' backward passes go to model_flops, not to "train"
             self.optimizer.step()
         return float(z.detach())
@@ -169,7 +170,7 @@ class Backprop:
             z = x[start : start + batch_size]
             for k, block in enumerate(blocks):
                 f = block.features(z)
-                with self.flops.count("eval"):
+                with self.flops.count("eval", ("scores", k, signature(f))):
                     h = block.linear(f)
                     z = to_domain(h, blocks[k + 1].device.spec.domain) if k + 1 < len(blocks) \
                         else self.readout(h)

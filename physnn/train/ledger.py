@@ -126,18 +126,22 @@ class LedgerFlopMeter(FlopMeter):
     and the loss count as forward.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, cache: bool = True) -> None:
+        super().__init__(cache)
         self.backward: dict[str, int] = defaultdict(int)
 
     @contextmanager
-    def count(self, phase: str) -> Iterator[None]:
-        """Add the wrapped block's FLOPs to ``phase``, the backward-engine part also to ``backward``."""
+    def _measure(self) -> Iterator[list[int]]:
+        """Count the wrapped block, pointwise ops included; fills ``[total, backward]``."""
         tally = _Tally()
+        result: list[int] = []
         with FlopCounterMode(display=False, custom_mapping=tally.mapping()):
-            yield
-        self.totals[phase] += tally.fwd + tally.bwd
-        self.backward[phase] += tally.bwd
+            yield result
+        result[:] = [tally.fwd + tally.bwd, tally.bwd]
+
+    def _charge(self, phase: str, total: int, backward: int) -> None:
+        self.totals[phase] += total
+        self.backward[phase] += backward
 
     def split(self, phase: str) -> tuple[int, int]:
         """(forward, backward) FLOPs of ``phase``."""

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..core.device import Device, Domain
 from ..nn import PhysicalLayer
-from .flops import FlopMeter
+from .flops import FlopMeter, signature
 
 
 def fixed_unit_vector(n: int, gen: torch.Generator) -> torch.Tensor:
@@ -107,7 +107,7 @@ class PhysicalNetwork(nn.Module):
         outs = []
         for k, block in enumerate(self.blocks):
             f = block.features(x)
-            with flops.count("eval") if flops is not None else nullcontext():
+            with flops.count("eval", ("net", k, signature(f))) if flops is not None else nullcontext():
                 h = block.linear(f)
                 if k + 1 < len(self.blocks):
                     x = block.to_next(h, self.blocks[k + 1].device.spec.domain)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .flops import FlopMeter
+from .flops import FlopMeter, signature
 from .network import Block, PhysicalNetwork
 
 
@@ -167,7 +167,8 @@ class PhyLL:
         losses = []
         for k, (block, opt) in enumerate(zip(blocks, self.optimizers, strict=True)):
             f_pos, f_neg = block.features(pos), block.features(neg)  # one query per sample
-            with self.flops.count("train"):
+            key = (k, signature(f_pos, f_neg), self.s.inner_steps)  # fixes the op sequence
+            with self.flops.count("train", key):
                 for _ in range(self.s.inner_steps):
                     opt.zero_grad(set_to_none=True)
                     loss = self.block_loss(block, f_pos, f_neg)
@@ -214,7 +215,7 @@ class PhyLL:
         for k, block in enumerate(blocks):
             with block.device.calls_of(rows):
                 f = block.features(z)
-            with self.flops.count("eval"):
+            with self.flops.count("eval", ("scores", k, signature(f))):
                 h = block.linear(f)
                 g = self.block_goodness(block, h)
                 total = g if total is None else total + g
