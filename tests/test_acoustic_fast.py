@@ -189,3 +189,38 @@ def test_the_torch_steps_read_the_host_once_per_query(monkeypatch):
         counts.append(reads.count)
     assert counts[0] == 1
     assert counts[1] > 576 * 3  # >= 3 Newton steps per time step
+
+
+def _counted_grad(dev: AcousticCavity, x: torch.Tensor, backward_watched_only: bool):
+    """The ledger's counter around a twin's forward and backward; (fwd, bwd, dx)."""
+    from physnn.train.ledger import LedgerFlopMeter
+
+    meter = LedgerFlopMeter(cache=False)
+    xr = x.clone().requires_grad_()
+    if backward_watched_only:  # forward by the C loop, backward under the counter
+        y = dev.amplitudes(xr)
+        with meter.count("model"):
+            y.sum().backward()
+    else:
+        with meter.count("model"):
+            dev.amplitudes(xr).sum().backward()
+    fwd, bwd = meter.split("model")
+    return fwd, bwd, xr.grad
+
+
+@pytest.mark.skipif(not native.available(), reason="needs a C compiler for the C loop")
+def test_a_flop_counter_sees_the_simulators_work():
+    """The C loop is invisible to torch's dispatch: under a FLOP counter the torch steps run
+    (same numbers), so the ledger charges a twin its real FLOPs, not zero."""
+    dev = AcousticCavity(AcousticConfig())
+    x = drive(4, F64)
+    cells_steps = dev.config.grid[0] * dev.config.grid[1] * dev.config.total_steps * 4
+    fwd, bwd, g_counted = _counted_grad(dev, x, backward_watched_only=False)
+    assert fwd > 5 * cells_steps and bwd > 5 * cells_steps
+    xr = x.clone().requires_grad_()
+    dev.amplitudes(xr).sum().backward()  # the C loop and its adjoint, unwatched
+    assert torch.allclose(g_counted, xr.grad, rtol=1e-9, atol=1e-12)
+    fwd2, bwd2, g2 = _counted_grad(dev, x, backward_watched_only=True)
+    assert fwd2 < fwd / 100  # the forward ran in C, outside the counter
+    assert bwd2 > 5 * cells_steps  # the C adjoint was replayed in torch ops
+    assert torch.allclose(g2, xr.grad, rtol=1e-9, atol=1e-12)

@@ -258,3 +258,25 @@ def test_sampled_flops_counts_exactly_then_extrapolates_per_sample():
     assert again.rate == counter.rate and again.calls == counter.calls
     with pytest.raises(ValueError, match="every"):
         SampledFlops(sampled, "model", every=0)
+
+
+def test_sampled_flops_by_default_counts_each_call_size_once():
+    """``every=None``: exact for a fixed op sequence with a per-call constant part (the
+    per-sample rate of ``every=k`` would miss it on a batch of another size)."""
+    lin = torch.nn.Linear(8, 8)
+    exact, sampled = LedgerFlopMeter(cache=False), LedgerFlopMeter()
+    counter = SampledFlops(sampled, "model")
+    measured = []
+    for n in (4, 4, 2, 4, 2, 6):
+        x = torch.randn(n, 8, requires_grad=True)
+        with exact.count("model"):
+            (lin(x).sum() + lin.weight.square().sum()).backward()  # the penalty: per call
+        before = dict(counter.exact)
+        with counter.count("block1", n):
+            (lin(x).sum() + lin.weight.square().sum()).backward()
+        measured.append(counter.exact != before)
+        assert sampled.split("model") == exact.split("model"), n
+    assert measured == [True, False, True, False, False, True]
+    again = SampledFlops(LedgerFlopMeter(), "model")
+    again.load_state_dict(counter.state_dict())
+    assert again.exact == counter.exact

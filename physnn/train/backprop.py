@@ -48,9 +48,10 @@ def to_domain(h: torch.Tensor, domain: Domain) -> torch.Tensor:
     return cont + (domain.from_unit(u.detach()) - cont).detach()
 
 
-MODEL_FLOP_SAMPLE_EVERY = 10
-"""Differentiating through a device model: FLOPs counted exactly on every 10th call per block
-and direction, per sample in between (see ``physnn.train.ledger.SampledFlops``)."""
+MODEL_FLOP_SAMPLE_EVERY: int | None = None
+"""Differentiating through a device model: FLOPs counted exactly once per block, direction
+and batch size, and charged the same afterwards (see ``physnn.train.ledger.SampledFlops``;
+every simulator's op sequence is fixed by the batch size)."""
 
 
 @dataclass

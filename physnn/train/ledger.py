@@ -361,35 +361,44 @@ def run_ledger(
 
 
 class SampledFlops:
-    """Counts a repeated computation exactly on every ``every``-th call; extrapolates between.
+    """Counts a repeated computation exactly once per call signature, or on every ``every``-th call.
 
     Differentiating through a simulator runs thousands of small ops per call, and counting
-    each through Python dispatch costs several times the computation itself (an FDTD
-    cavity: 5x). The op sequence of a simulator is fixed up to data-dependent iterations
-    (the acoustic membranes' Newton steps), so FLOPs per sample are measured exactly on the
-    first call and every ``every``-th after it, per key (e.g. block and direction), and the
-    calls in between are charged at the last measured FLOPs per sample. With ``every=1``
-    every call is counted.
+    each through Python dispatch costs many times the computation itself (and the acoustic
+    cavity's C loop runs its torch steps instead while a counter watches). Every simulator's
+    op sequence is fixed by the call's size (the acoustic membranes take a fixed number of
+    Newton steps), so by default (``every=None``) each ``(key, n_samples)`` is counted
+    exactly the first time and charged the same FLOPs on every later call. With an integer
+    ``every`` the FLOPs per sample are measured on the first call and every ``every``-th
+    after it, per key, and the calls in between are charged at the last measured rate (for a
+    model whose op sequence depends on the data); ``every=1`` counts every call.
     """
 
-    def __init__(self, meter: LedgerFlopMeter, phase: str, every: int = 10):
-        if every < 1:
-            raise ValueError(f"every must be >= 1, got {every}")
-        self.meter, self.phase, self.every = meter, phase, int(every)
+    def __init__(self, meter: LedgerFlopMeter, phase: str, every: int | None = None):
+        if every is not None and every < 1:
+            raise ValueError(f"every must be >= 1 or None (once per signature), got {every}")
+        self.meter, self.phase, self.every = meter, phase, every
         self.calls: dict[str, int] = defaultdict(int)
         self.rate: dict[str, tuple[float, float]] = {}
+        self.exact: dict[str, tuple[int, int]] = {}
+        """FLOPs (forward, backward) per ``"key|n_samples"`` (``every=None``)."""
 
     @contextmanager
     def count(self, key: str, n_samples: int) -> Iterator[None]:
-        """Charge the wrapped call of ``n_samples`` under ``key``: measured, or at the last rate."""
+        """Charge the wrapped call of ``n_samples`` under ``key``: measured, or as measured before."""
         i = self.calls[key]
         self.calls[key] += 1
-        if i % self.every == 0 or key not in self.rate:
-            probe = LedgerFlopMeter()
+        sig = f"{key}|{n_samples}"
+        if self.every is None and sig in self.exact:
+            yield
+            fwd, bwd = self.exact[sig]
+        elif self.every is None or i % self.every == 0 or key not in self.rate:
+            probe = LedgerFlopMeter(cache=False)
             with probe.count(self.phase):
                 yield
             fwd, bwd = probe.split(self.phase)
             self.rate[key] = (fwd / n_samples, bwd / n_samples)
+            self.exact[sig] = (fwd, bwd)
         else:
             yield
             fwd, bwd = (round(r * n_samples) for r in self.rate[key])
@@ -397,10 +406,11 @@ class SampledFlops:
         self.meter.backward[self.phase] += bwd
 
     def state_dict(self) -> dict[str, Any]:
-        """Call counts and rates, so a resumed run samples the same calls and charges the same."""
-        return {"calls": dict(self.calls), "rate": dict(self.rate)}
+        """Call counts, rates and per-signature counts, so a resumed run charges the same."""
+        return {"calls": dict(self.calls), "rate": dict(self.rate), "exact": dict(self.exact)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from ``state_dict`` (an empty state: every key is measured afresh)."""
         self.calls = defaultdict(int, state.get("calls", {}))
         self.rate = {k: tuple(v) for k, v in state.get("rate", {}).items()}
+        self.exact = {k: (int(v[0]), int(v[1])) for k, v in state.get("exact", {}).items()}
