@@ -358,8 +358,8 @@ class _Adjoint(torch.autograd.Function):
     def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
         xtraj, x = ctx.saved_tensors
         s: Stencil = ctx.s
-        if watched():  # a FLOP counter would not see the C adjoint: replay in torch ops
-            return (_replayed_grad(ctx, x, grads), None, None, None, None) + (None,) * 6
+        if watched():  # a FLOP counter would not see the C adjoint: it counts a torch replay
+            _replayed_grad(ctx, x, grads)  # counted only; the gradient is the adjoint's below
         b, n_mem = xtraj.shape[0], xtraj.shape[2]
         gp, gacc = grads[0], grads[4]
         nm = s.static.n - 2 * s.static.wp
@@ -378,15 +378,15 @@ def watched() -> bool:
     """A dispatch mode (a FLOP counter of the ledger, a debugging mode) sees every torch op.
 
     Why it matters: the C loop's arithmetic is invisible to it, so while one is active the
-    torch steps run instead (bit-identical results, tested) and are counted op by op; the
-    ledger counts a simulator only once per signature or every few calls, so this costs
-    little.
+    torch steps also run, on copies, for the counter to see; the results still come from the
+    C loop, so counting never changes a number. The ledger counts a simulator once per call
+    size, so this costs little.
     """
     return bool(_get_current_dispatch_mode_stack())
 
 
 def _replayed_grad(ctx: Any, x: torch.Tensor, grads: tuple[torch.Tensor | None, ...]) -> torch.Tensor:
-    """The input gradient of a C-loop forward, recomputed through the torch steps so that a
+    """The input gradient of a C-loop forward recomputed through the torch steps, so that a
     watching FLOP counter sees the backward pass's work (as a checkpointed recompute)."""
     with torch.enable_grad():
         xr = x.detach().requires_grad_()
@@ -399,11 +399,10 @@ def _replayed_grad(ctx: Any, x: torch.Tensor, grads: tuple[torch.Tensor | None, 
 
 
 def use_native(s: Stencil, p: torch.Tensor, x: torch.Tensor | None) -> bool:
-    """The C loop serves this run: CPU, float32/64, equal face coefficients, and no
-    dispatch mode watching the ops (``watched``)."""
+    """The C loop serves this run: CPU, float32/64, equal face coefficients."""
     return (
         p.device.type == "cpu" and p.dtype in (torch.float32, torch.float64)
-        and s.native_ok and native.available() and not watched()
+        and s.native_ok and native.available()
     )
 
 
@@ -415,6 +414,10 @@ def advance_fast(
     """Steps ``start .. stop - 1`` in chunks of ``CHUNK``; ``p`` without its ghost rows."""
     if use_native(s, p, x):
         state = (p, div, xm, um, acc, worst)
+        if watched():  # the counter sees the torch steps' arithmetic; the C loop's numbers stay
+            with torch.no_grad():
+                torch_steps(s, None if x is None else x.detach(), read, start, stop,
+                            *(t.detach().clone() for t in state))
         if torch.is_grad_enabled() and x is not None and x.requires_grad:
             if any(t.requires_grad for t in state):
                 raise NotImplementedError("sim:acoustic: gradients w.r.t. the initial state")
