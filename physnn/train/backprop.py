@@ -51,7 +51,7 @@ def to_domain(h: torch.Tensor, domain: Domain) -> torch.Tensor:
 MODEL_FLOP_SAMPLE_EVERY: int | None = None
 """Differentiating through a device model: FLOPs counted exactly once per block, direction
 and batch size, and charged the same afterwards (see ``physnn.train.ledger.SampledFlops``;
-every simulator's op sequence is fixed by the batch size)."""
+a simulator's op sequence is fixed by the batch size up to small data-dependent parts)."""
 
 
 @dataclass

@@ -365,10 +365,11 @@ class SampledFlops:
 
     Differentiating through a simulator runs thousands of small ops per call, and counting
     each through Python dispatch costs many times the computation itself (and the acoustic
-    cavity's C loop runs its torch steps instead while a counter watches). Every simulator's
-    op sequence is fixed by the call's size (the acoustic membranes take a fixed number of
-    Newton steps), so by default (``every=None``) each ``(key, n_samples)`` is counted
-    exactly the first time and charged the same FLOPs on every later call. With an integer
+    cavity's C loop also runs its torch steps while a counter watches). A simulator's op
+    sequence is fixed by the call's size up to small data-dependent parts (the acoustic
+    membranes now take a fixed number of Newton steps; PAT's optical twin differs by about
+    1e-5 relative between calls), so by default (``every=None``) each ``(key, n_samples)`` is
+    counted exactly the first time and charged the same FLOPs on every later call. With an integer
     ``every`` the FLOPs per sample are measured on the first call and every ``every``-th
     after it, per key, and the calls in between are charged at the last measured rate (for a
     model whose op sequence depends on the data); ``every=1`` counts every call.
