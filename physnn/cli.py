@@ -1,4 +1,4 @@
-"""Command line: ``physnn train``, ``compare``, ``continual``, ``report``, ``presets``,
+"""Command line: ``physnn train``, ``compare``, ``continual``, ``sweep``, ``report``, ``presets``,
 ``device``, ``emulate``, ``calibrate``, ``import``, ``fit``, ``check``.
 
 Each command is a thin layer over the Python API of the same name.
@@ -18,7 +18,7 @@ def _run_kwargs(a: argparse.Namespace) -> dict:
     return dict(
         seed=a.seed, seeds=a.seeds, epochs=a.epochs, overrides=a.set, out=a.out,
         torch_device=a.device, progress=not a.no_progress, overwrite=a.overwrite, jobs=a.jobs,
-        threads=a.threads,
+        threads=a.threads, ray=a.ray, gpus_per_run=a.gpus_per_run, retries=a.retries,
     )
 
 
@@ -78,6 +78,28 @@ def _cmd_continual(a: argparse.Namespace) -> int:
     print(summary.markdown())
     print(f"\ntable, plot and run logs: {Path(a.out) / summary.name}/")
     return 0
+
+
+def _cmd_sweep(a: argparse.Namespace) -> int:
+    from .experiments.sweep import dry_run, load_spec, sweep
+
+    spec = load_spec(a.spec)
+    spec.set += a.set
+    if a.dry_run:
+        print(dry_run(spec, a.out))
+        return 0
+    result = sweep(
+        spec, out=a.out, jobs=a.jobs, threads=a.threads, ray=a.ray,
+        gpus_per_run=a.gpus_per_run, retries=a.retries, torch_device=a.device,
+        progress=not a.no_progress, command=_command_line(a, ("spec",)),
+    )
+    print(result.markdown())
+    print(f"\ntable, plot and run logs: {result.folder}/")
+    failed = [r for r in [*result.rows, *([result.report] if result.report else [])] if r.errors]
+    if failed:
+        print(f"{len(failed)} candidate(s) failed on some seeds (see status); rerunning the same "
+              "command resumes them", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _cmd_presets(a: argparse.Namespace) -> int:
@@ -275,7 +297,19 @@ def _add_run_options(p: argparse.ArgumentParser, *, seeds: int, out: str) -> Non
                    help="runs at once, each in its own process (default 1: one after another)")
     p.add_argument("--threads", type=int,
                    help="torch CPU threads per run (default: all cores, shared out between --jobs)")
+    _add_executor_options(p)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _add_executor_options(p: argparse.ArgumentParser) -> None:
+    """Ray and retries: what train, compare, continual and sweep share (docs/cluster.md)."""
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="run on Ray: a local instance, or the cluster at ADDRESS (auto, "
+                   "HOST:6379, ray://HOST:10001); needs pip install -e '.[cluster]'")
+    p.add_argument("--gpus-per-run", type=float, default=0.0, metavar="F",
+                   help="GPUs each run asks Ray for; fractions share a GPU (default 0)")
+    p.add_argument("--retries", type=int, default=2,
+                   help="times a run whose worker process died starts again (default 2)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -319,6 +353,26 @@ def build_parser() -> argparse.ArgumentParser:
                     "stops training at the first perturbation (default: phyll,pat)")
     cn.add_argument("--settings", help="TOML of per-method [PRESET.METHOD] train settings")
     cn.set_defaults(func=_cmd_continual)
+
+    sw = sub.add_parser(
+        "sweep", help="a grid or random draws of settings x seeds; held-out tuning "
+        "(tune_seeds choose, report_seeds report); in this process, a pool or on Ray"
+    )
+    sw.add_argument("spec", help="sweep spec (.toml; format in docs/cluster.md)")
+    sw.add_argument("--out", default="runs/sweeps", help="output folder (default: runs/sweeps)")
+    sw.add_argument("--jobs", type=int, default=1,
+                    help="trials at once, each in its own process (default 1: one after another)")
+    sw.add_argument("--threads", type=int,
+                    help="torch CPU threads per trial (default: all cores, shared out between --jobs)")
+    sw.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
+    sw.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="one more config override for every trial, after the spec's set "
+                    "(e.g. --set data.path=DIR; repeatable)")
+    _add_executor_options(sw)
+    sw.set_defaults(gpus_per_run=None, retries=None)  # default: the spec's
+    sw.add_argument("--dry-run", action="store_true", help="list the candidates and trials; run nothing")
+    sw.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    sw.set_defaults(func=_cmd_sweep)
 
     ps = sub.add_parser("presets", help="list the built-in presets")
     ps.set_defaults(func=_cmd_presets)

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..core.atomic import save_figure_atomic, write_text_atomic
 from .config import ConfigSource, ExperimentConfig, apply_overrides, load_config
-from .jobs import Job, run_jobs
+from .jobs import Executor, Job, run_jobs
 from .runlog import read_run
 from .runner import RunResult, check_torch_device, run, run_result
 
@@ -298,6 +298,9 @@ def compare(
     command: str = "",
     jobs: int = 1,
     threads: int | None = None,
+    ray: str | None = None,
+    gpus_per_run: float = 0.0,
+    retries: int = 2,
 ) -> Comparison:
     """Train ``seeds`` seeds of every method on a preset or config; what ``physnn compare`` runs.
 
@@ -315,7 +318,9 @@ def compare(
         raise ValueError(f"methods listed twice: {methods}")
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
-    check_torch_device(torch_device)
+    executor = Executor(jobs=jobs, threads=threads, ray=ray, gpus=gpus_per_run, retries=retries)
+    if ray is None:  # on a cluster the workers' devices count, not this machine's
+        check_torch_device(torch_device)
     base = load_config(source)
     table = load_settings(settings).get(base.name, {})
     first = base.seed if seed is None else int(seed)
@@ -334,11 +339,11 @@ def compare(
         runs += [
             Job(f"{base.name} {m} seed {s}", run, dict(
                 config=cfg, out=folder / m / f"seed{s}.h5", seed=s, torch_device=torch_device,
-                progress=progress and jobs == 1, overwrite=overwrite,
+                progress=progress and jobs == 1 and ray is None, overwrite=overwrite,
             ))
             for s in range(first, first + seeds)
         ]
-    done = iter(run_jobs(runs, n_jobs=jobs, threads=threads, progress=progress,
+    done = iter(run_jobs(runs, executor=executor, progress=progress,
                          desc=f"compare {base.name}"))
     for mr in results:
         mr.results = [next(done) for _ in range(seeds)]

@@ -41,7 +41,7 @@ from ..core.atomic import save_figure_atomic, write_text_atomic
 from ..core.perturbation import advance, perturbable
 from .compare import load_settings
 from .config import ConfigSource, ExperimentConfig, apply_overrides, load_config
-from .jobs import Job, run_jobs
+from .jobs import Executor, Job, run_jobs
 from .loop import run_epochs
 from .runner import (
     build_network,
@@ -481,6 +481,9 @@ def continual(
     command: str = "",
     jobs: int = 1,
     threads: int | None = None,
+    ray: str | None = None,
+    gpus_per_run: float = 0.0,
+    retries: int = 2,
 ) -> ContinualSummary:
     """Run every arm x seed of a config through its perturbation schedule; what
     ``physnn continual`` runs. Arms are learning rules, ``METHOD:frozen`` for a network that
@@ -494,7 +497,9 @@ def continual(
     arms = list(methods or ["phyll", "pat"])
     if not arms:
         raise ValueError("give at least one arm, e.g. phyll,pat,phyll:frozen")
-    check_torch_device(torch_device)
+    executor = Executor(jobs=jobs, threads=threads, ray=ray, gpus=gpus_per_run, retries=retries)
+    if ray is None:  # on a cluster the workers' devices count, not this machine's
+        check_torch_device(torch_device)
     per_method = (SETTINGS if settings is None else load_settings(settings)).get(cfg.name, {})
     first = cfg.seed if seed is None else int(seed)
     folder = Path(out) / cfg.name
@@ -505,13 +510,13 @@ def continual(
         runs += [
             Job(f"{cfg.name} {arm} seed {s}", run_continual, dict(
                 config=arm_cfg, out=folder / arm.replace(":", "-") / f"seed{s}.h5", arm=arm,
-                seed=s, torch_device=torch_device, progress=progress and jobs == 1,
+                seed=s, torch_device=torch_device, progress=progress and jobs == 1 and ray is None,
                 overwrite=overwrite,
             ))
             for s in range(first, first + seeds)
         ]
     summary = ContinualSummary(cfg.name, cfg, command=command)
-    summary.runs = run_jobs(runs, n_jobs=jobs, threads=threads, progress=progress, desc="runs")
+    summary.runs = run_jobs(runs, executor=executor, progress=progress, desc="runs")
     write_text_atomic(folder / "continual.md", summary.markdown() + "\n")
     write_text_atomic(folder / "continual.json", json.dumps(summary.as_dict(), indent=2) + "\n")
     summary.plot(folder / "continual.png")

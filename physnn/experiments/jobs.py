@@ -1,23 +1,33 @@
-"""The one job runner behind every multi-run command (seeds x methods x presets).
+"""The one job runner behind every multi-run command (seeds x methods x presets x sweeps).
 
 Each job is an ordinary run that writes its own resumable run log, so jobs share nothing
-but the machine: they run one after another in this process (``n_jobs=1``) or on a local
-process pool (``n_jobs > 1``), and a job that fails or is killed costs that job alone; the
-same command run again skips what finished and resumes the rest. Same seed, same numbers,
-whichever way the jobs ran.
+but a folder: they run one after another in this process, on a local process pool, or as
+tasks on a Ray cluster (``Executor``). A job that fails costs that job alone; a job whose
+worker process dies is started again, up to ``retries`` times, and resumes from its last
+epoch; the same command run again skips what finished and resumes the rest. Same seed,
+same numbers, whichever way the jobs ran.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
+
+USER_ERRORS = (ValueError, FileNotFoundError, TypeError, ConnectionError)
+"""What a run raises for a bad config, a missing file or a lost link: it fails that run
+alone. In this process anything else is a bug and stops the command with its traceback."""
+
+RAY_INSTALL = 'pip install -e ".[cluster]"'
 
 
 @dataclass(frozen=True)
@@ -28,6 +38,80 @@ class Job:
     """How progress and errors name the job, e.g. ``digits-optical phyll seed 3``."""
     fn: Callable[..., Any]
     kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one job came to: its result, or the one line that says why it failed."""
+
+    result: Any = None
+    error: str | None = None
+    exception: BaseException | None = None
+    attempts: int | None = 1
+    """Processes the job was started in (``None`` on Ray, which retries on its own)."""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class Executor:
+    """Where jobs run: this process (``jobs=1``), ``jobs`` local worker processes, or Ray.
+
+    ``ray``: ``None`` for no Ray, ``"local"`` to start a Ray instance on this machine (or use
+    the one this process already started), else the address of a running cluster
+    (``"auto"``, ``"HOST:6379"``, ``"ray://HOST:10001"``). On Ray each job asks for ``cpus``
+    CPUs (default: ``threads``, else 1) and ``gpus`` GPUs; fractions let several share one.
+    """
+
+    jobs: int = 1
+    threads: int | None = None
+    ray: str | None = None
+    cpus: float | None = None
+    gpus: float = 0.0
+    retries: int = 2
+    """Times a job whose worker process died is started again (it resumes its run log)."""
+
+    def __post_init__(self) -> None:
+        if self.jobs < 1:
+            raise ValueError(f"jobs must be >= 1, got {self.jobs}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
+        if self.retries < 0:
+            raise ValueError(f"retries must be >= 0, got {self.retries}")
+        if self.gpus < 0:
+            raise ValueError(f"GPUs per run must be >= 0, got {self.gpus}")
+        if self.cpus is not None and self.cpus <= 0:
+            raise ValueError(f"CPUs per run must be > 0, got {self.cpus}")
+        if self.ray is None and (self.gpus > 0 or self.cpus is not None):
+            raise ValueError(
+                "CPUs and GPUs per run are Ray resources: add --ray (a local instance) or "
+                "--ray ADDRESS; without Ray every run uses --device and --threads"
+            )
+        if self.ray is not None and self.jobs > 1:
+            raise ValueError(
+                "--jobs and --ray exclude each other: Ray runs as many jobs at once as the "
+                "cluster's CPUs and GPUs allow (set CPUs and GPUs per run instead)"
+            )
+        if self.ray is not None and not self.ray.strip():
+            raise ValueError("--ray takes no value (a local instance) or a cluster address")
+
+    @property
+    def job_cpus(self) -> float:
+        """CPUs one job asks Ray for."""
+        return float(self.cpus if self.cpus is not None else self.threads or 1)
+
+    def describe(self) -> str:
+        """One line for summaries: how the jobs ran."""
+        if self.ray is not None:
+            where = "a local Ray instance" if self.ray == "local" else f"Ray at {self.ray}"
+            gpus = f", {self.gpus:g} GPU" if self.gpus else ""
+            return f"{where} ({self.job_cpus:g} CPU{gpus} per run)"
+        if self.jobs > 1:
+            return f"a local pool of {self.jobs} processes ({worker_threads(self.jobs, self.threads)} " \
+                   "thread(s) each)"
+        return f"this process ({worker_threads(1, self.threads)} thread(s))"
 
 
 def usable_cores() -> int:
@@ -57,17 +141,44 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _failure(job: Job, error: BaseException) -> str:
-    return f"{job.label}: {type(error).__name__}: {error}"
+def _failed(job: Job, error: BaseException, attempts: int | None = 1) -> Outcome:
+    return Outcome(error=f"{type(error).__name__}: {error}", exception=error, attempts=attempts)
 
 
-def _raise_failures(failures: list[str], n: int) -> None:
+def _raise_failures(jobs: Sequence[Job], outcomes: Sequence[Outcome]) -> None:
+    failures = [f"{j.label}: {o.error}" for j, o in zip(jobs, outcomes, strict=True) if not o.ok]
     if failures:
         more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
         raise ValueError(
-            f"{len(failures)} of {n} runs failed{more}; the others finished and rerunning the "
-            f"same command resumes the failed ones. First: {failures[0]}"
+            f"{len(failures)} of {len(jobs)} runs failed{more}; the others finished and rerunning "
+            f"the same command resumes the failed ones. First: {failures[0]}"
         )
+
+
+def execute(
+    jobs: Sequence[Job], executor: Executor | None = None, *, progress: bool = True,
+    desc: str = "runs",
+) -> list[Outcome]:
+    """Run every job on ``executor``; return their outcomes in the order given.
+
+    Never raises for a job that failed: its ``Outcome`` says why. In this process only the
+    user's errors (``USER_ERRORS``) are caught; on a pool or Ray every error is, since the
+    job ran elsewhere.
+    """
+    ex = executor or Executor()
+    jobs = list(jobs)
+    bar = tqdm(total=len(jobs), desc=desc, unit="run",
+               disable=None if progress and len(jobs) > 1 else True)
+    try:
+        if not jobs:
+            return []
+        if ex.ray is not None:
+            return _run_ray(jobs, ex, bar)
+        if ex.jobs == 1 or len(jobs) == 1:
+            return _run_here(jobs, ex, bar)
+        return _run_pool(jobs, ex, bar)
+    finally:
+        bar.close()
 
 
 def run_jobs(
@@ -75,63 +186,166 @@ def run_jobs(
     *,
     n_jobs: int = 1,
     threads: int | None = None,
+    executor: Executor | None = None,
     progress: bool = True,
     desc: str = "runs",
 ) -> list[Any]:
     """Run every job; return their results in the order given.
 
-    ``n_jobs > 1`` runs them on that many worker processes (spawned, each with
-    ``worker_threads`` torch threads). A job that raises fails alone: the others run to
-    the end, then a ``ValueError`` names every failed job.
+    ``executor`` (or ``n_jobs`` / ``threads``) says where (see ``Executor``). A job that
+    raises fails alone: the others run to the end, then a ``ValueError`` names every failed
+    job. A single job run in this process raises its own error, as the run itself would.
     """
-    if n_jobs < 1:
-        raise ValueError(f"jobs must be >= 1, got {n_jobs}")
+    ex = executor or Executor(jobs=n_jobs, threads=threads)
     jobs = list(jobs)
-    bar = tqdm(total=len(jobs), desc=desc, unit="run",
-               disable=None if progress and len(jobs) > 1 else True)
-    results: list[Any] = [None] * len(jobs)
-    failures: list[str] = []
-    if n_jobs == 1 or len(jobs) <= 1:
-        if threads is not None:
-            _init_worker(worker_threads(1, threads))
-        for i, job in enumerate(jobs):
-            bar.set_postfix_str(job.label)
-            if len(jobs) == 1:  # a single run's error is the command's error, as it is
-                results[i] = job.fn(**job.kwargs)
-            else:
-                try:
-                    results[i] = job.fn(**job.kwargs)
-                except (ValueError, FileNotFoundError, TypeError, ConnectionError) as e:
-                    failures.append(_failure(job, e))
-            bar.update()
-        bar.close()
-        _raise_failures(failures, len(jobs))
-        return results
+    outcomes = execute(jobs, ex, progress=progress, desc=desc)
+    if len(jobs) == 1 and ex.ray is None and outcomes[0].exception is not None:
+        raise outcomes[0].exception
+    _raise_failures(jobs, outcomes)
+    return [o.result for o in outcomes]
+
+
+def _run_here(jobs: list[Job], ex: Executor, bar: tqdm) -> list[Outcome]:
+    if ex.threads is not None:
+        _init_worker(ex.threads)
+    out = []
+    for job in jobs:
+        bar.set_postfix_str(job.label)
+        try:
+            out.append(Outcome(job.fn(**job.kwargs)))
+        except USER_ERRORS as e:
+            out.append(_failed(job, e))
+        bar.update()
+    return out
+
+
+def _run_pool(jobs: list[Job], ex: Executor, bar: tqdm) -> list[Outcome]:
+    """At most ``ex.jobs`` jobs in flight, so a worker that dies costs an attempt only to the
+    jobs that were running (the pool stops them all); those start again on a fresh pool."""
     ctx = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
-    pool = ProcessPoolExecutor(
-        max_workers=min(n_jobs, len(jobs)), mp_context=ctx, initializer=_init_worker,
-        initargs=(worker_threads(n_jobs, threads),),
-    )
+    n_workers = min(ex.jobs, len(jobs))
+    outcomes: list[Outcome | None] = [None] * len(jobs)
+    attempts = [0] * len(jobs)
+    queue = deque(range(len(jobs)))
+    while queue:
+        pool = ProcessPoolExecutor(
+            max_workers=min(n_workers, len(queue)), mp_context=ctx, initializer=_init_worker,
+            initargs=(worker_threads(ex.jobs, ex.threads),),
+        )
+        running: dict[Future[Any], int] = {}
+        broken = False
+        try:
+            while queue or running:
+                while queue and not broken and len(running) < n_workers:
+                    i = queue.popleft()
+                    attempts[i] += 1
+                    running[pool.submit(jobs[i].fn, **jobs[i].kwargs)] = i
+                if not running:
+                    break
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    i = running.pop(fut)
+                    try:
+                        outcomes[i] = Outcome(fut.result(), attempts=attempts[i])
+                    except BrokenProcessPool as e:
+                        broken = True
+                        if attempts[i] <= ex.retries:
+                            queue.appendleft(i)  # starts again, resuming its run log
+                            continue
+                        outcomes[i] = _failed(jobs[i], RuntimeError(
+                            f"a worker process of the pool died while this run was running, "
+                            f"{attempts[i]} time(s) ({e})"), attempts[i])
+                    except Exception as e:  # noqa: BLE001 - reported with the job's name
+                        outcomes[i] = _failed(jobs[i], e, attempts[i])
+                    bar.set_postfix_str(jobs[i].label)
+                    bar.update()
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=not broken, cancel_futures=True)
+    return [o if o is not None else Outcome(error="not run") for o in outcomes]
+
+
+# -- Ray ------------------------------------------------------------------------------------
+
+
+def import_ray() -> Any:
+    """The ``ray`` module, or a one-line error that says how to install it."""
     try:
-        futures: dict[Future[Any], int] = {
-            pool.submit(job.fn, **job.kwargs): i for i, job in enumerate(jobs)
+        import ray
+    except ImportError:
+        raise ValueError(f"--ray needs Ray, an optional extra: {RAY_INSTALL}") from None
+    return ray
+
+
+@contextmanager
+def ray_session(executor: Executor) -> Iterator[Any]:
+    """Connect to Ray for the ``with`` block (once, however many batches of jobs run in it).
+
+    A Ray this process already connected to is used as it is and left running; one this
+    block starts (a local instance) or attaches to (a cluster) is disconnected at its end.
+    """
+    if executor.ray is None:
+        yield None
+        return
+    ray = import_ray()
+    if ray.is_initialized():
+        yield ray
+        return
+    # Ray's own log lines stay in its session folder; a job's error comes back as an Outcome
+    common = dict(log_to_driver=False, configure_logging=True, logging_level="warning")
+    if executor.ray == "local":
+        ray.init(num_cpus=usable_cores(), include_dashboard=False, **common)
+    else:
+        try:
+            ray.init(address=executor.ray, **common)
+        except ConnectionError as e:
+            raise ConnectionError(f"could not attach to the Ray cluster at {executor.ray}: {e}") \
+                from None
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def _ray_call(fn: Callable[..., Any], kwargs: dict[str, Any], threads: int) -> Any:
+    """What a Ray task runs: the job, with the torch threads its CPUs pay for."""
+    _init_worker(threads)
+    return fn(**kwargs)
+
+
+def _absolute_paths(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Paths travel absolute: a Ray worker need not share this process's working folder."""
+    return {k: v.absolute() if isinstance(v, Path) else v for k, v in kwargs.items()}
+
+
+def _run_ray(jobs: list[Job], ex: Executor, bar: tqdm) -> list[Outcome]:
+    with ray_session(ex) as ray:
+        from ray import exceptions as rx
+
+        threads = ex.threads or max(1, int(ex.job_cpus))
+        task = ray.remote(_ray_call).options(
+            num_cpus=ex.job_cpus, num_gpus=ex.gpus, max_retries=ex.retries,
+        )
+        refs = {
+            task.options(name=job.label).remote(job.fn, _absolute_paths(job.kwargs), threads): i
+            for i, job in enumerate(jobs)
         }
-        for fut in as_completed(futures):
-            i = futures[fut]
-            try:
-                results[i] = fut.result()
-            except BrokenProcessPool as e:
-                failures.append(_failure(jobs[i], RuntimeError(
-                    f"a worker process of the pool died while this run was pending or running ({e})"
-                )))
-            except Exception as e:  # noqa: BLE001 - reported with the job's name below
-                failures.append(_failure(jobs[i], e))
-            bar.set_postfix_str(jobs[i].label)
-            bar.update()
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown()
-    bar.close()
-    _raise_failures(failures, len(jobs))
-    return results
+        outcomes: list[Outcome | None] = [None] * len(jobs)
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for ref in done:
+                i = refs[ref]
+                try:
+                    outcomes[i] = Outcome(ray.get(ref), attempts=None)
+                except rx.RayTaskError as e:  # the job itself raised: report its own error
+                    cause = e.cause if isinstance(e.cause, BaseException) else e
+                    outcomes[i] = _failed(jobs[i], cause, None)
+                except rx.RayError as e:  # its worker or node died, more than `retries` times
+                    outcomes[i] = _failed(jobs[i], RuntimeError(
+                        f"its Ray worker died {ex.retries + 1} time(s): "
+                        f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"), None)
+                bar.set_postfix_str(jobs[i].label)
+                bar.update()
+    return [o if o is not None else Outcome(error="not run") for o in outcomes]

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..core.atomic import write_text_atomic
 from .config import ConfigSource, apply_overrides
-from .jobs import Job, run_jobs
+from .jobs import Executor, Job, run_jobs
 from .runner import RunResult, check_torch_device, run
 
 RULE_NAMES = {"phyll": "PhyLL", "ff": "FF", "pat": "PAT", "backprop": "backprop"}
@@ -146,6 +146,9 @@ def train(
     overwrite: bool = False,
     jobs: int = 1,
     threads: int | None = None,
+    ray: str | None = None,
+    gpus_per_run: float = 0.0,
+    retries: int = 2,
 ) -> Summary:
     """Train ``seeds`` consecutive seeds of a preset or config; what ``physnn train`` runs.
 
@@ -159,17 +162,19 @@ def train(
         cfg = cfg.merged({"train": {"epochs": epochs}})
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
-    check_torch_device(torch_device)
+    executor = Executor(jobs=jobs, threads=threads, ray=ray, gpus=gpus_per_run, retries=retries)
+    if ray is None:  # on a cluster the workers' devices count, not this machine's
+        check_torch_device(torch_device)
     first = cfg.seed if seed is None else int(seed)
     folder = Path(out) / cfg.name
     runs = [
         Job(f"{cfg.name} seed {s}", run, dict(
             config=cfg, out=folder / f"seed{s}.h5", seed=s, torch_device=torch_device,
-            progress=progress and jobs == 1, overwrite=overwrite,
+            progress=progress and jobs == 1 and ray is None, overwrite=overwrite,
         ))
         for s in range(first, first + seeds)
     ]
-    results = run_jobs(runs, n_jobs=jobs, threads=threads, progress=progress, desc="seeds")
+    results = run_jobs(runs, executor=executor, progress=progress, desc="seeds")
     summary = Summary(cfg.name, results)
     write_text_atomic(folder / "summary.md", summary.markdown() + "\n")
     write_text_atomic(folder / "summary.json", json.dumps(summary.as_dict(), indent=2) + "\n")
