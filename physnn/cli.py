@@ -363,7 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--jobs", type=int, default=1,
                     help="trials at once, each in its own process (default 1: one after another)")
     sw.add_argument("--threads", type=int,
-                    help="torch CPU threads per trial (default: all cores, shared out between --jobs)")
+                    help="torch CPU threads per trial, whichever executor runs it (default: the "
+                    "spec's resources.cpus, else 1)")
     sw.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
     sw.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="one more config override for every trial, after the spec's set "

@@ -298,7 +298,8 @@ def run_continual(
 def recovery(run: ArmRun, window: int, recover_points: float, tail_fraction: float) -> dict:
     """Accuracy before/after the first perturbation, epochs and queries to recover, tail mean.
 
-    ``pre``: mean test accuracy of the last ``window`` evaluations before the onset;
+    ``pre``: mean test accuracy of the last ``window`` evaluations before the first sudden
+    change (without one: before the onset; a drift may start at epoch 0);
     ``drop``: ``pre`` minus the accuracy measured right after the first sudden change;
     recovered at the first epoch whose accuracy is back within ``recover_points`` of ``pre``
     (``epochs``: training epochs on the changed device, ``queries``: their device queries);
@@ -317,7 +318,10 @@ def recovery(run: ArmRun, window: int, recover_points: float, tail_fraction: flo
     if out["onset"] is None:
         return out
     t0 = out["onset"]
-    before = acc[(ep < t0) & ~np.isnan(acc)]
+    # the reference is the accuracy just before the first sudden change (a slow drift may have
+    # run since the first epoch), else just before the drift began
+    t_ref = int(ep[ev[0]]) if len(ev) else t0
+    before = acc[(ep < t_ref) & ~np.isnan(acc)]
     pre = float(np.mean(before[-window:])) if before.size else math.nan
     out["pre_acc"] = pre
     after = (ep >= t0) & ~np.isnan(acc)
@@ -388,7 +392,8 @@ class ContinualSummary:
             lines += [f"command: `{self.command}`", ""]
         lines += [
             f"Recovered = back within {c.recover_points:g} points of the mean accuracy of the "
-            f"last {c.monitor_window} evaluations before the perturbation (mean ± std over "
+            f"last {c.monitor_window} evaluations before the first sudden change (or the drift) "
+            f"(mean ± std over "
             f"seeds; epochs/queries over recovered seeds only). Tail = mean test accuracy over "
             f"the last {100 * c.tail_fraction:g} % of the epochs after the onset.",
             "",

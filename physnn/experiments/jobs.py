@@ -5,7 +5,9 @@ but a folder: they run one after another in this process, on a local process poo
 tasks on a Ray cluster (``Executor``). A job that fails costs that job alone; a job whose
 worker process dies is started again, up to ``retries`` times, and resumes from its last
 epoch; the same command run again skips what finished and resumes the rest. Same seed,
-same numbers, whichever way the jobs ran.
+same numbers, whichever way the jobs ran, as long as each runs with the same number of torch
+threads: BLAS splits a long reduction (a weight gradient summed over a batch) between threads,
+so the thread count can move the last digits (docs/cluster.md).
 """
 
 from __future__ import annotations
@@ -206,16 +208,22 @@ def run_jobs(
 
 
 def _run_here(jobs: list[Job], ex: Executor, bar: tqdm) -> list[Outcome]:
+    import torch
+
+    before = torch.get_num_threads()
     if ex.threads is not None:
         _init_worker(ex.threads)
     out = []
-    for job in jobs:
-        bar.set_postfix_str(job.label)
-        try:
-            out.append(Outcome(job.fn(**job.kwargs)))
-        except USER_ERRORS as e:
-            out.append(_failed(job, e))
-        bar.update()
+    try:
+        for job in jobs:
+            bar.set_postfix_str(job.label)
+            try:
+                out.append(Outcome(job.fn(**job.kwargs)))
+            except USER_ERRORS as e:
+                out.append(_failed(job, e))
+            bar.update()
+    finally:
+        torch.set_num_threads(before)  # the caller's process keeps its own setting
     return out
 
 
@@ -324,11 +332,11 @@ def _run_ray(jobs: list[Job], ex: Executor, bar: tqdm) -> list[Outcome]:
         from ray import exceptions as rx
 
         threads = ex.threads or max(1, int(ex.job_cpus))
-        task = ray.remote(_ray_call).options(
-            num_cpus=ex.job_cpus, num_gpus=ex.gpus, max_retries=ex.retries,
-        )
+        task = ray.remote(_ray_call)
         refs = {
-            task.options(name=job.label).remote(job.fn, _absolute_paths(job.kwargs), threads): i
+            task.options(  # the name is the task's in Ray's dashboard and its process title
+                name=job.label, num_cpus=ex.job_cpus, num_gpus=ex.gpus, max_retries=ex.retries,
+            ).remote(job.fn, _absolute_paths(job.kwargs), threads): i
             for i, job in enumerate(jobs)
         }
         outcomes: list[Outcome | None] = [None] * len(jobs)

@@ -720,14 +720,19 @@ def sweep(
     """Run a sweep; what ``physnn sweep SPEC.toml`` runs. Writes ``OUT/NAME/sweep.{md,csv,json,
     png,toml}`` and every trial's run log under ``OUT/NAME/trials/``.
 
-    ``jobs`` / ``threads`` / ``ray`` choose the executor (``jobs.Executor``); on Ray each trial
-    asks for the spec's ``[resources]`` (``gpus_per_run`` overrides its GPUs). A trial that
+    ``jobs`` / ``ray`` choose the executor (``jobs.Executor``). Every trial runs on ``threads``
+    torch threads (default: the spec's ``resources.cpus``, else 1) whichever executor runs
+    it, so the same seed gives the same numbers; on Ray it asks for the spec's
+    ``[resources]`` (``gpus_per_run`` overrides its GPUs). A trial that
     fails (a bad config, a worker that died more than ``retries`` times) fails alone: its
     message is in the table and the rest go on; rerunning the same call resumes.
     """
     s = spec if isinstance(spec, SweepSpec) else load_spec(spec)
+    # every executor runs a trial on the same number of threads (the spec's CPUs per trial,
+    # default 1): the thread count can move a run's last digits, the executor must not
     executor = Executor(
-        jobs=jobs, threads=threads, ray=ray, retries=s.retries if retries is None else retries,
+        jobs=jobs, threads=threads if threads is not None else max(1, int(s.cpus or 1)), ray=ray,
+        retries=s.retries if retries is None else retries,
         cpus=s.cpus if ray is not None else None,
         gpus=(s.gpus if gpus_per_run is None else gpus_per_run) if ray is not None else 0.0,
     )
