@@ -354,3 +354,15 @@ def test_train_runs_its_seeds_on_ray_with_the_numbers_of_a_pool(tiny_config, tmp
     assert [r.test_acc for r in on_ray.results] == [r.test_acc for r in pooled.results]
     assert [r.record["metrics"]["loss"].tolist() for r in on_ray.results] == \
         [r.record["metrics"]["loss"].tolist() for r in pooled.results]
+
+
+def test_the_example_sweeps_load_and_the_api_example_learns(example) -> None:
+    root = Path(__file__).resolve().parents[1] / "examples" / "sweeps"
+    specs = sorted(root.glob("*.toml"))
+    assert specs
+    for path in specs:
+        spec = load_spec(path)
+        for c in spec.candidates():
+            c.config(spec.set)  # every candidate is a valid config
+        assert spec.protocol and not set(spec.tune_seeds) & set(spec.report_seeds)
+    assert example("sweep_api").main(epochs=2, jobs=1) > 0.5  # chance is 0.1

@@ -54,6 +54,7 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
+        """Whether the job returned a result."""
         return self.error is None
 
 

@@ -413,22 +413,27 @@ class Stats:
 
     @property
     def complete(self) -> bool:
+        """Whether every seed has figures and none failed."""
         return not self.errors and len(self.figures) == len(self.seeds)
 
     def values(self, metric: str) -> list[float]:
+        """``metric`` per finished seed, in seed order."""
         return [self.figures[s].get(metric, math.nan) for s in self.seeds if s in self.figures]
 
     def mean_std(self, metric: str) -> tuple[float, float]:
+        """Mean and sample std of ``metric`` over the finished seeds (NaN if any lacks it)."""
         v = np.asarray(self.values(metric), dtype=float)
         if v.size == 0 or np.isnan(v).any():
             return math.nan, math.nan
         return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
 
     def mean(self, metric: str) -> float:
+        """Mean of ``metric`` over the finished seeds."""
         return self.mean_std(metric)[0]
 
     @property
     def status(self) -> str:
+        """``ok``, ``not run``, or how many seeds failed and the first message."""
         if self.complete:
             return "ok"
         if not self.errors:
@@ -476,6 +481,7 @@ class SweepResult:
 
     @property
     def axes(self) -> list[str]:
+        """The parameter names: grid axes, then random keys."""
         return [*self.spec.axes, *self.spec.random]
 
     def _metric_label(self) -> str:
