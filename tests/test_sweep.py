@@ -366,3 +366,17 @@ def test_the_example_sweeps_load_and_the_api_example_learns(example) -> None:
             c.config(spec.set)  # every candidate is a valid config
         assert spec.protocol and not set(spec.tune_seeds) & set(spec.report_seeds)
     assert example("sweep_api").main(epochs=2, jobs=1) > 0.5  # chance is 0.1
+
+
+def test_ray_errors_are_one_line(monkeypatch, capsys) -> None:
+    from physnn.experiments.jobs import import_ray
+
+    # nothing listens on port 1: refused at once, not after Ray's minutes of waiting
+    assert main(["train", "digits-optical", "--ray", "127.0.0.1:1", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("physnn train: error: no Ray cluster answers at 127.0.0.1:1")
+    assert "\n" not in err
+    monkeypatch.setitem(__import__("sys").modules, "ray", None)  # as if not installed
+    with pytest.raises(ValueError, match=r"--ray needs Ray, an optional extra: pip install -e "
+                       r"\"\.\[cluster\]\""):
+        import_ray()

@@ -306,6 +306,7 @@ def ray_session(executor: Executor) -> Iterator[Any]:
     if executor.ray == "local":
         ray.init(num_cpus=usable_cores(), include_dashboard=False, **common)
     else:
+        _reachable(executor.ray)
         try:
             ray.init(address=executor.ray, **common)
         except ConnectionError as e:
@@ -315,6 +316,23 @@ def ray_session(executor: Executor) -> Iterator[Any]:
         yield ray
     finally:
         ray.shutdown()
+
+
+def _reachable(address: str, timeout: float = 5.0) -> None:
+    """Refuse in one line an address where nothing listens (Ray itself waits minutes)."""
+    import socket
+
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return  # "auto" and other forms: Ray's own lookup and messages
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ConnectionError(
+            f"no Ray cluster answers at {address} ({e.strerror or e}); start one with "
+            "'ray start --head' or use --ray alone for a local instance"
+        ) from None
 
 
 def _ray_call(fn: Callable[..., Any], kwargs: dict[str, Any], threads: int) -> Any:
