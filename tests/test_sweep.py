@@ -380,3 +380,11 @@ def test_ray_errors_are_one_line(monkeypatch, capsys) -> None:
     with pytest.raises(ValueError, match=r"--ray needs Ray, an optional extra: pip install -e "
                        r"\"\.\[cluster\]\""):
         import_ray()
+
+
+def test_ray_refuses_runs_no_node_can_take(reference, ray_instance) -> None:
+    spec, result, tmp = reference
+    with pytest.raises(ValueError, match=r"each run asks Ray for 0.5 GPU\(s\) but the cluster has 0"):
+        sweep(spec, out=tmp / "gpu", ray="local", gpus_per_run=0.5, progress=False)
+    with pytest.raises(ValueError, match=r"each run asks Ray for 64 CPU\(s\) but the cluster has 2"):
+        sweep({**spec, "resources": {"cpus": 64}}, out=tmp / "cpu", ray="local", progress=False)

@@ -341,6 +341,18 @@ def _ray_call(fn: Callable[..., Any], kwargs: dict[str, Any], threads: int) -> A
     return fn(**kwargs)
 
 
+def _feasible(cluster: dict[str, float], ex: Executor) -> None:
+    """Refuse runs no node could take (Ray would leave them pending for ever)."""
+    for key, need in (("CPU", ex.job_cpus), ("GPU", ex.gpus)):
+        have = float(cluster.get(key, 0.0))
+        if need > have:
+            raise ValueError(
+                f"each run asks Ray for {need:g} {key}(s) but the cluster has {have:g}; lower "
+                f"{'[resources] cpus / --threads' if key == 'CPU' else '--gpus-per-run'} or add "
+                "nodes that have them"
+            )
+
+
 def _absolute_paths(kwargs: dict[str, Any]) -> dict[str, Any]:
     """Paths travel absolute: a Ray worker need not share this process's working folder."""
     return {k: v.absolute() if isinstance(v, Path) else v for k, v in kwargs.items()}
@@ -350,6 +362,7 @@ def _run_ray(jobs: list[Job], ex: Executor, bar: tqdm) -> list[Outcome]:
     with ray_session(ex) as ray:
         from ray import exceptions as rx
 
+        _feasible(ray.cluster_resources(), ex)
         threads = ex.threads or max(1, int(ex.job_cpus))
         task = ray.remote(_ray_call)
         refs = {

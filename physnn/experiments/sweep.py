@@ -165,7 +165,11 @@ def sweep(
                 if r.figures and s.select not in next(iter(r.figures.values())):
                     raise ValueError(f"select {s.select!r} is not a figure of these runs; try "
                                      f"{', '.join(ACCURACIES)} or a run-ledger entry")
-            result.chosen = choose(rows, s.select, s.goal, s.report_seeds)
+            try:
+                result.chosen = choose(rows, s.select, s.goal, s.report_seeds)
+            except ValueError:
+                result.write()  # the tune table shows what went wrong
+                raise
             (result.report,) = _run_phase("report", [result.chosen.candidate], s.report_seeds,
                                           s, folder, executor, torch_device, progress)
     result.wall_time_s = time.perf_counter() - t0
