@@ -368,11 +368,12 @@ def test_the_example_sweeps_load_and_the_api_example_learns(example) -> None:
     assert example("sweep_api").main(epochs=2, jobs=1) > 0.5  # chance is 0.1
 
 
-def test_ray_errors_are_one_line(monkeypatch, capsys) -> None:
+def test_ray_errors_are_one_line(monkeypatch, capsys, tmp_path: Path) -> None:
     from physnn.experiments.jobs import import_ray
 
     # nothing listens on port 1: refused at once, not after Ray's minutes of waiting
-    assert main(["train", "digits-optical", "--ray", "127.0.0.1:1", "--epochs", "1"]) == 2
+    assert main(["train", "digits-optical", "--ray", "127.0.0.1:1", "--epochs", "1",
+                 "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("physnn train: error: no Ray cluster answers at 127.0.0.1:1")
     assert "\n" not in err
@@ -384,7 +385,21 @@ def test_ray_errors_are_one_line(monkeypatch, capsys) -> None:
 
 def test_ray_refuses_runs_no_node_can_take(reference, ray_instance) -> None:
     spec, result, tmp = reference
+    # connected already: an explicit other address is refused, not silently replaced
+    with pytest.raises(ValueError, match="this process is already connected to Ray"):
+        sweep(spec, out=tmp / "elsewhere", ray=_listening(), progress=False)
     with pytest.raises(ValueError, match=r"each run asks Ray for 0.5 GPU\(s\) but the cluster has 0"):
         sweep(spec, out=tmp / "gpu", ray="local", gpus_per_run=0.5, progress=False)
     with pytest.raises(ValueError, match=r"each run asks Ray for 64 CPU\(s\) but the cluster has 2"):
         sweep({**spec, "resources": {"cpus": 64}}, out=tmp / "cpu", ray="local", progress=False)
+
+
+def _listening() -> str:
+    """The address of a socket that accepts connections (and is not a Ray cluster)."""
+    import socket
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    _listening.keep = srv  # type: ignore[attr-defined]  # open until the test ends
+    return f"127.0.0.1:{srv.getsockname()[1]}"

@@ -63,7 +63,7 @@ class Executor:
     """Where jobs run: this process (``jobs=1``), ``jobs`` local worker processes, or Ray.
 
     ``ray``: ``None`` for no Ray, ``"local"`` to start a Ray instance on this machine (or use
-    the one this process already started), else the address of a running cluster
+    the one this process is already connected to), else the address of a running cluster
     (``"auto"``, ``"HOST:6379"``, ``"ray://HOST:10001"``). On Ray each job asks for ``cpus``
     CPUs (default: ``threads``, else 1) and ``gpus`` GPUs; fractions let several share one.
     """
@@ -298,7 +298,16 @@ def ray_session(executor: Executor) -> Iterator[Any]:
         yield None
         return
     ray = import_ray()
+    explicit = executor.ray not in ("local", "auto")
+    if explicit:
+        _reachable(executor.ray)
     if ray.is_initialized():
+        if explicit:  # never send runs somewhere other than where the caller said
+            raise ValueError(
+                f"this process is already connected to Ray (at "
+                f"{ray.get_runtime_context().gcs_address}), not to {executor.ray}; use ray='local' "
+                "to run on that connection, or ray.shutdown() first"
+            )
         yield ray
         return
     # Ray's own log lines stay in its session folder; a job's error comes back as an Outcome
@@ -306,7 +315,6 @@ def ray_session(executor: Executor) -> Iterator[Any]:
     if executor.ray == "local":
         ray.init(num_cpus=usable_cores(), include_dashboard=False, **common)
     else:
-        _reachable(executor.ray)
         try:
             ray.init(address=executor.ray, **common)
         except ConnectionError as e:
