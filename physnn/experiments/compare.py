@@ -306,7 +306,8 @@ def compare(
 
     ``overrides`` (``section.key=value``) apply to every method, after the per-method
     ``settings``; ``epochs`` overrides ``train.epochs`` for all. Seeds run
-    ``seed .. seed + seeds - 1`` (default: the config's seed); ``jobs`` runs at once.
+    ``seed .. seed + seeds - 1`` (default: the config's seed); ``jobs`` runs at once;
+    ``ray`` / ``gpus_per_run`` / ``retries``: Ray and restarts (``jobs.Executor``).
     """
     from ..train.methods import METHODS
 

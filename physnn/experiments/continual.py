@@ -493,7 +493,8 @@ def continual(
     """Run every arm x seed of a config through its perturbation schedule; what
     ``physnn continual`` runs. Arms are learning rules, ``METHOD:frozen`` for a network that
     stops training at the onset. Writes ``OUT/NAME/ARM/seed<S>.h5`` and
-    ``OUT/NAME/continual.{md,json,png}``; rerunning resumes. ``jobs``: runs at once."""
+    ``OUT/NAME/continual.{md,json,png}``; rerunning resumes. ``jobs``: runs at once;
+    ``ray`` / ``gpus_per_run`` / ``retries``: Ray and restarts (``jobs.Executor``)."""
     cfg = apply_overrides(source, list(overrides or []))
     if epochs is not None:
         cfg = cfg.merged({"train": {"epochs": epochs}})

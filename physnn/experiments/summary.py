@@ -155,7 +155,8 @@ def train(
     Each seed writes ``OUT/NAME/seed<S>.h5``; the summary goes to ``summary.md`` and
     ``summary.json`` beside them. Rerunning the same command resumes unfinished seeds.
     ``overrides`` are ``section.key=value`` strings, as ``physnn train --set``; ``jobs``
-    runs that many seeds at once in worker processes (see ``jobs.run_jobs``).
+    runs that many seeds at once in worker processes; ``ray`` / ``gpus_per_run`` /
+    ``retries`` run them on Ray and restart runs whose worker died (``jobs.Executor``).
     """
     cfg = apply_overrides(source, list(overrides or []))
     if epochs is not None:
