@@ -156,10 +156,10 @@ def sweep(
         rows = _run_phase("tune" if s.protocol else "grid", cands,
                           s.tune_seeds if s.protocol else s.seeds, s, folder, executor,
                           torch_device, progress)
-        if all(r.errors and not r.figures for r in rows):
-            first = rows[0].status
-            raise ValueError(f"every trial of sweep {s.name!r} failed; first: {first}")
         result = SweepResult(s, folder, rows, executor=executor.describe(), command=command)
+        if all(r.errors and not r.figures for r in rows):
+            result.write()  # the table names every failure
+            raise ValueError(f"every trial of sweep {s.name!r} failed; first: {rows[0].status}")
         if s.protocol:
             for r in rows:
                 if r.figures and s.select not in next(iter(r.figures.values())):
