@@ -403,3 +403,9 @@ def _listening() -> str:
     srv.listen()
     _listening.keep = srv  # type: ignore[attr-defined]  # open until the test ends
     return f"127.0.0.1:{srv.getsockname()[1]}"
+
+
+def test_an_error_message_cannot_break_the_markdown_table() -> None:
+    from physnn.experiments.sweep_results import _cell
+
+    assert _cell("ValueError: a | b\n  c") == "ValueError: a \\| b c"

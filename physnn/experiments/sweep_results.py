@@ -158,7 +158,7 @@ class SweepResult:
                 mark, *[_value_text(r.candidate.params.get(a, "")) for a in axes_cols],
                 fmt(*r.mean_std(metric)), per or "-", _num(r.mean("queries_train")),
                 _num(r.mean("flops_train_total")), _num(r.mean("wall_time_s"), ".1f"),
-                r.status]) + " |")
+                _cell(r.status)]) + " |")
         if self.report is not None and self.chosen is not None:
             rep = self.report
             lines += [
@@ -171,7 +171,7 @@ class SweepResult:
                 f"| **{fmt(*rep.mean_std(metric))}** | "
                 f"{' / '.join(fmt1(v) for v in rep.values(metric)) or '-'} | "
                 f"{fmt(*rep.mean_std('reference_acc'))} | {_num(rep.mean('queries_train'))} | "
-                f"{_num(rep.mean('wall_time_s'), '.1f')} | {rep.status} |",
+                f"{_num(rep.mean('wall_time_s'), '.1f')} | {_cell(rep.status)} |",
             ]
             if rep.candidate.assignments():
                 lines += ["", "The chosen settings on their own: `" + " ".join(
@@ -266,6 +266,11 @@ def _json_default(v: Any) -> Any:
     if isinstance(v, float | np.floating) and math.isnan(v):
         return None
     return str(v)
+
+
+def _cell(text: str) -> str:
+    """Text safe inside a Markdown table cell (an error message may hold | or newlines)."""
+    return " ".join(text.split()).replace("|", "\\|")
 
 
 def _num(v: float, spec: str = ".3g") -> str:
