@@ -304,6 +304,12 @@ def parse_assignment(item: str) -> dict[str, Any]:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw
+    return nested(key, value)
+
+
+def nested(key: str, value: Any) -> dict[str, Any]:
+    """``"train.lr", 1e-3`` as ``{"train": {"lr": 1e-3}}``, what ``merged`` takes (it checks
+    the key)."""
     *parents, leaf = key.strip().split(".")
     top: dict[str, Any] = {}
     node = top

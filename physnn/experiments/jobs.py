@@ -49,8 +49,6 @@ class Outcome:
     result: Any = None
     error: str | None = None
     exception: BaseException | None = None
-    attempts: int | None = 1
-    """Processes the job was started in (``None`` on Ray, which retries on its own)."""
 
     @property
     def ok(self) -> bool:
@@ -144,8 +142,8 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _failed(job: Job, error: BaseException, attempts: int | None = 1) -> Outcome:
-    return Outcome(error=f"{type(error).__name__}: {error}", exception=error, attempts=attempts)
+def _failed(error: BaseException) -> Outcome:
+    return Outcome(error=f"{type(error).__name__}: {error}", exception=error)
 
 
 def _raise_failures(jobs: Sequence[Job], outcomes: Sequence[Outcome]) -> None:
@@ -221,7 +219,7 @@ def _run_here(jobs: list[Job], ex: Executor, bar: tqdm) -> list[Outcome]:
             try:
                 out.append(Outcome(job.fn(**job.kwargs)))
             except USER_ERRORS as e:
-                out.append(_failed(job, e))
+                out.append(_failed(e))
             bar.update()
     finally:
         torch.set_num_threads(before)  # the caller's process keeps its own setting
@@ -255,17 +253,17 @@ def _run_pool(jobs: list[Job], ex: Executor, bar: tqdm) -> list[Outcome]:
                 for fut in done:
                     i = running.pop(fut)
                     try:
-                        outcomes[i] = Outcome(fut.result(), attempts=attempts[i])
+                        outcomes[i] = Outcome(fut.result())
                     except BrokenProcessPool as e:
                         broken = True
                         if attempts[i] <= ex.retries:
                             queue.appendleft(i)  # starts again, resuming its run log
                             continue
-                        outcomes[i] = _failed(jobs[i], RuntimeError(
+                        outcomes[i] = _failed(RuntimeError(
                             f"a worker process of the pool died while this run was running, "
-                            f"{attempts[i]} time(s) ({e})"), attempts[i])
+                            f"{attempts[i]} time(s) ({e})"))
                     except Exception as e:  # noqa: BLE001 - reported with the job's name
-                        outcomes[i] = _failed(jobs[i], e, attempts[i])
+                        outcomes[i] = _failed(e)
                     bar.set_postfix_str(jobs[i].label)
                     bar.update()
         except BaseException:
@@ -386,14 +384,14 @@ def _run_ray(jobs: list[Job], ex: Executor, bar: tqdm) -> list[Outcome]:
             for ref in done:
                 i = refs[ref]
                 try:
-                    outcomes[i] = Outcome(ray.get(ref), attempts=None)
+                    outcomes[i] = Outcome(ray.get(ref))
                 except rx.RayTaskError as e:  # the job itself raised: report its own error
                     cause = e.cause if isinstance(e.cause, BaseException) else e
-                    outcomes[i] = _failed(jobs[i], cause, None)
+                    outcomes[i] = _failed(cause)
                 except rx.RayError as e:  # its worker or node died, more than `retries` times
-                    outcomes[i] = _failed(jobs[i], RuntimeError(
+                    outcomes[i] = _failed(RuntimeError(
                         f"its Ray worker died {ex.retries + 1} time(s): "
-                        f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"), None)
+                        f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"))
                 bar.set_postfix_str(jobs[i].label)
                 bar.update()
     return [o if o is not None else Outcome(error="not run") for o in outcomes]

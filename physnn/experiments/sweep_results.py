@@ -181,14 +181,12 @@ class SweepResult:
     def figure(self) -> Any:
         """The metric against each axis (tune seeds, mean ± std), the chosen candidate starred
         and its report-seed result beside it."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
 
         axes = self.axes or ["candidate"]
         metric, scale = self.spec.select, 100.0 if self.spec.select in ACCURACIES else 1.0
-        fig, panels = plt.subplots(1, len(axes), figsize=(4.2 * len(axes), 3.6), squeeze=False)
+        fig = Figure(figsize=(4.2 * len(axes), 3.6), layout="constrained")
+        panels = fig.subplots(1, len(axes), squeeze=False)
         for ax, name in zip(panels[0], axes, strict=True):
             values = [r.candidate.params.get(name, r.candidate.slug) for r in self.rows]
             numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
@@ -228,7 +226,6 @@ class SweepResult:
                 ax.legend(fontsize="x-small")
         seeds = _seed_text(self.spec.tune_seeds if self.spec.protocol else self.spec.seeds)
         fig.suptitle(f"sweep {self.spec.name}: mean ± std over seeds {seeds}", fontsize="medium")
-        fig.tight_layout()
         return fig
 
     def as_dict(self) -> dict[str, Any]:
@@ -254,18 +251,8 @@ class SweepResult:
         write_text_atomic(self.folder / "sweep.md", self.markdown() + "\n")
         write_text_atomic(self.folder / "sweep.csv", self.csv())
         write_text_atomic(self.folder / "sweep.json", json.dumps(
-            self.as_dict(), indent=2, default=_json_default) + "\n")
-        import matplotlib.pyplot as plt
-
-        fig = self.figure()
-        save_figure_atomic(self.folder / "sweep.png", fig)
-        plt.close(fig)
-
-
-def _json_default(v: Any) -> Any:
-    if isinstance(v, float | np.floating) and math.isnan(v):
-        return None
-    return str(v)
+            self.as_dict(), indent=2, default=str) + "\n")
+        save_figure_atomic(self.folder / "sweep.png", self.figure())
 
 
 def _cell(text: str) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import tomli_w
 
-from .config import ExperimentConfig, apply_overrides, presets
+from .config import ExperimentConfig, apply_overrides, nested, presets
 
 SPEC_KEYS = ("name", "base", "set", "seeds", "tune_seeds", "report_seeds", "select", "goal",
              "retries", "axes", "random", "resources")
@@ -78,39 +78,26 @@ class Candidate:
     slug: str
     """Its folder name under ``trials/``, made from its parameters."""
 
-    def assignments(self) -> list[str]:
-        """The candidate's parameters as ``--set`` strings (what ``physnn train`` would take)."""
-        out = []
+    def settings(self) -> dict[str, Any]:
+        """The config keys the candidate sets and their values (a table axis sets several)."""
+        out: dict[str, Any] = {}
         for name, value in self.params.items():
             if name == "preset":
                 continue
-            items = ({k: x for k, x in value.items() if k != "label"} if isinstance(value, dict)
-                     else {name: value})
-            out += [f"{k}={_toml_value(x)}" for k, x in items.items()]
+            out.update({k: x for k, x in value.items() if k != "label"}
+                       if isinstance(value, dict) else {name: value})
         return out
+
+    def assignments(self) -> list[str]:
+        """The candidate's parameters as ``--set`` strings (what ``physnn train`` would take)."""
+        return [f"{k}={_toml_value(x)}" for k, x in self.settings().items()]
 
     def config(self, common: list[str]) -> ExperimentConfig:
         """The candidate's whole config: base, the spec's ``set``, then its parameters."""
         cfg = apply_overrides(self.base, common)
-        for name, value in self.params.items():
-            if name == "preset":
-                continue
-            items = ({k: x for k, x in value.items() if k != "label"} if isinstance(value, dict)
-                     else {name: value})
-            for key, x in items.items():
-                cfg = cfg.merged(_nested(key, x))
+        for key, value in self.settings().items():
+            cfg = cfg.merged(nested(key, value))
         return cfg
-
-
-def _nested(key: str, value: Any) -> dict[str, Any]:
-    """``"train.lr", 1e-3`` as ``{"train": {"lr": 1e-3}}`` (the config checks the key)."""
-    *parents, leaf = key.strip().split(".")
-    top: dict[str, Any] = {}
-    node = top
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[leaf] = value
-    return top
 
 
 def _toml_value(v: Any) -> str:
@@ -152,12 +139,12 @@ class SweepSpec:
                 params = {**dict(point), **draw}
                 base = str(params.get("preset", self.base))
                 out.append(Candidate(params, base, _slug(params)))
-        seen: dict[str, Candidate] = {}
+        seen: set[str] = set()
         for c in out:
             if c.slug in seen:
                 raise ValueError(f"two candidates of sweep {self.name!r} share the name {c.slug!r}; "
                                  "give axis values that differ in text")
-            seen[c.slug] = c
+            seen.add(c.slug)
         return out
 
     def _draws(self) -> list[dict[str, Any]]:
