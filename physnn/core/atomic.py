@@ -38,6 +38,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def discard_stale(folder: str | Path, names: tuple[str, ...]) -> None:
+    """Remove a command's earlier outputs in ``folder`` (``--overwrite``), so a run that then
+    fails leaves no table of the old runs looking current."""
+    for name in names:
+        (Path(folder) / name).unlink(missing_ok=True)
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` whole or not at all."""
     with atomic_path(path) as tmp:

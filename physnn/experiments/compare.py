@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.atomic import save_figure_atomic, write_text_atomic
+from ..core.atomic import discard_stale, save_figure_atomic, write_text_atomic
 from .config import ConfigSource, ExperimentConfig, apply_overrides, load_config
 from .jobs import Executor, Job, run_jobs
 from .runlog import read_run
@@ -259,6 +259,10 @@ def from_logs(folder: str | Path, methods: list[str] | tuple[str, ...] | None = 
                       j_per_flop=j_per_flop)
 
 
+COMPARE_OUTPUTS = ("compare.md", "compare.csv", "compare.json", "compare.png")
+"""What ``write_outputs`` writes into a comparison's folder."""
+
+
 def write_outputs(comp: Comparison, folder: Path) -> None:
     """``compare.md``, ``.csv``, ``.json`` and ``.png`` in ``folder``, each written atomically."""
     write_text_atomic(folder / "compare.md", comp.markdown() + "\n")
@@ -326,6 +330,8 @@ def compare(
     table = load_settings(settings).get(base.name, {})
     first = base.seed if seed is None else int(seed)
     folder = Path(out) / base.name
+    if overwrite:
+        discard_stale(folder, COMPARE_OUTPUTS)
     results, runs = [], []
     for m in methods:
         cfg, chosen = method_config(base, m, table)

@@ -25,9 +25,12 @@ from typing import Any
 
 from tqdm import tqdm
 
-USER_ERRORS = (ValueError, FileNotFoundError, TypeError, ConnectionError)
-"""What a run raises for a bad config, a missing file or a lost link: it fails that run
-alone. In this process anything else is a bug and stops the command with its traceback."""
+from .runlog import RunLogWriteError
+
+USER_ERRORS = (ValueError, FileNotFoundError, TypeError, ConnectionError, RunLogWriteError)
+"""What a run raises for a bad config, a missing file, a lost link or a run log it cannot
+write (full disk): it fails that run alone. In this process anything else is a bug and
+stops the command with its traceback."""
 
 RAY_INSTALL = 'pip install -e ".[cluster]"'
 

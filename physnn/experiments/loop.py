@@ -4,7 +4,8 @@
 log holds, not in how a run survives a crash. That part lives here once: a run log of a
 different config is refused; a complete one is returned as it is; an unfinished one is
 resumed from its checkpoint (the session's whole state, written after every epoch), so a
-resumed run reaches the numbers an uninterrupted one would.
+resumed run reaches the numbers an uninterrupted one would. The log is locked for the whole
+run, so two runs into one folder never overwrite each other.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any, Protocol
 from tqdm import tqdm
 
 from .._version import __version__
-from .runlog import read_run, write_run
+from .runlog import hold_run_log, read_run, write_run
 
 CHECKPOINT_FORMAT = 2
 """Layout of a run log's checkpoint: ``{format, epoch, wall_time_s, state}``. Format 1
@@ -63,6 +64,12 @@ def _resume_point(out: Path, config: dict[str, Any]) -> tuple[dict[str, Any] | N
     if prev["config"] != config:
         raise ValueError(f"{out} holds a run of a different config; choose another --out or overwrite")
     ck = prev.get("checkpoint")
+    if prev.get("status") != "complete" and int(prev.get("format_version", 1)) < 2:
+        raise ValueError(
+            f"{out} was written by a physnn without run-log checksums: report and compare "
+            "--from-logs still read it, but it is not resumed unverified; rerun with "
+            "--overwrite or another --out"
+        )
     if prev.get("status") != "complete" and ck is not None and ck.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(
             f"{out} was written by an earlier physnn (checkpoint format {ck.get('format', 1)}, this "
@@ -90,7 +97,18 @@ def run_epochs(
     ``stop_after`` ends this process's part after that many epochs, as an interruption would.
     """
     out = Path(out)
+    with hold_run_log(out):  # one writer per log, the folder proven writable before any work
+        return _run_held(session, out, config=config, name=name, seed=seed, epochs=epochs,
+                         desc=desc, progress=progress, overwrite=overwrite, stop_after=stop_after)
+
+
+def _run_held(session: Session, out: Path, *, config: dict[str, Any], name: str, seed: int,
+              epochs: int, desc: str, progress: bool, overwrite: bool,
+              stop_after: int | None) -> dict[str, Any]:
     if overwrite:
+        if out.is_dir():
+            raise ValueError(f"{out} is a folder, not a run log: --overwrite removes run logs "
+                             "only; choose another --out")
         out.unlink(missing_ok=True)  # a failed restart must not leave the old log looking current
     prev, ck = _resume_point(out, config)
     if prev is not None and prev.get("status") == "complete":

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.atomic import write_text_atomic
+from ..core.atomic import discard_stale, write_text_atomic
 from .config import ConfigSource, apply_overrides
 from .jobs import Executor, Job, run_jobs
 from .runner import RunResult, check_torch_device, run
@@ -168,6 +168,8 @@ def train(
         check_torch_device(torch_device)
     first = cfg.seed if seed is None else int(seed)
     folder = Path(out) / cfg.name
+    if overwrite:
+        discard_stale(folder, ("summary.md", "summary.json"))
     runs = [
         Job(f"{cfg.name} seed {s}", run, dict(
             config=cfg, out=folder / f"seed{s}.h5", seed=s, torch_device=torch_device,
