@@ -13,6 +13,7 @@ from physnn.hardware.protocol import (
     OVERHEAD,
     REPLY,
     Busy,
+    Cap,
     Damaged,
     Err,
     ErrorReply,
@@ -27,8 +28,12 @@ from physnn.hardware.protocol import (
     Msg,
     Open,
     ProtocolError,
+    Restore,
+    RestoreReply,
     Run,
     RunReply,
+    Save,
+    SaveReply,
     SpecReply,
     crc16,
     crc32,
@@ -72,6 +77,17 @@ GOLDEN = [  # the frames PROTOCOL.md shows, byte for byte
     (Msg.ERROR | REPLY, 0, 2, ErrorReply(Err.NOT_OPEN, "reset").pack(),
      "a5 5a 01 ff 00 00 02 00 07 00 92 8b 06 05 72 65 73 65 74 d7 4e 9c 52"),
     (Msg.BUSY | REPLY, 0, 3, b"", "a5 5a 01 fe 00 00 03 00 00 00 d0 dc bf da ae 38"),
+    # the state transfer (Cap.STATE boards only): a blob of 4 bytes, CRC-32 0xB63CFBCD
+    (Msg.SAVE, 0, 4, Save(0, 4096).pack(),
+     "a5 5a 01 06 00 00 04 00 08 00 61 b8 00 00 00 00 00 10 00 00 54 c1 74 f0"),
+    (Msg.SAVE | REPLY, 0, 4, SaveReply(60, 4, 0xB63CFBCD, 0, b"\x01\x02\x03\x04").pack(),
+     "a5 5a 01 86 00 00 04 00 18 00 eb 10 3c 00 00 00 00 00 00 00 04 00 00 00 cd fb 3c b6 00 00 "
+     "00 00 01 02 03 04 d1 f9 f7 23"),
+    (Msg.RESTORE, 0, 5, Restore(60, 4, 0xB63CFBCD, 0, b"\x01\x02\x03\x04").pack(),
+     "a5 5a 01 07 00 00 05 00 18 00 c7 75 3c 00 00 00 00 00 00 00 04 00 00 00 cd fb 3c b6 00 00 "
+     "00 00 01 02 03 04 fc 8c d5 f4"),
+    (Msg.RESTORE | REPLY, 0, 5, RestoreReply(4, 1, 60).pack(),
+     "a5 5a 01 87 00 00 05 00 0d 00 b8 22 04 00 00 00 01 3c 00 00 00 00 00 00 00 a0 7c 0c 01"),
 ]
 
 
@@ -99,6 +115,11 @@ MESSAGE_EXAMPLES = [
     RunReply(9, 0x12345678, 2**40),
     Fetch(9, 100, 50),
     FetchReply(9, 100, b"\x01\x02\x03\x04"),
+    Save(4096, 65515),
+    SaveReply(2**40, 5120, 0xDEADBEEF, 4096, bytes(1024)),
+    Restore(0, 0, 0, 0),
+    Restore(123, 5120, 0x12345678, 4096, bytes(1024)),
+    RestoreReply(5120, 1, 123),
     Busy(),
     ErrorReply(Err.DATA_CRC, "inputs do not match the CRC"),
 ]
@@ -114,7 +135,7 @@ def test_messages_round_trip_and_are_summarised(msg):
 
 def test_malformed_payloads_raise_protocol_errors():
     for cls in (Hello, HelloReply, Open, SpecReply, Load, LoadReply, Run, RunReply, Fetch,
-                FetchReply, ErrorReply):
+                FetchReply, Save, SaveReply, Restore, RestoreReply, ErrorReply):
         with pytest.raises(ProtocolError):
             cls.unpack(b"\x01")
     with pytest.raises(ProtocolError, match="string"):
@@ -128,6 +149,15 @@ def test_malformed_payloads_raise_protocol_errors():
         encode_frame(Msg.LOAD, 0, 0, bytes(70000))
     with pytest.raises(ProtocolError, match="seq"):
         encode_frame(Msg.HELLO, 0, 70000)
+
+
+def test_codes_are_pinned():
+    """Boards in the field decode these numbers: a new message or capability takes a new one."""
+    assert {m.name: int(m) for m in Msg} == {
+        "HELLO": 1, "OPEN": 2, "LOAD": 3, "RUN": 4, "FETCH": 5, "SAVE": 6, "RESTORE": 7,
+        "BUSY": 0x7E, "ERROR": 0x7F}
+    assert {c.name: int(c) for c in Cap} == {
+        "CONFIGURABLE": 1, "CHECKS_DESCRIPTION": 2, "BUSY": 4, "PERSISTENT": 8, "STATE": 16}
 
 
 def test_damage_is_reported_with_the_request_it_hit_and_the_next_frame_survives():

@@ -90,7 +90,7 @@ def test_settings_are_declared_and_range_checked():
         ({"channel": 300}, "channel must be 'auto' or 0..254"),
         ({"limits": {"lo": 1, "hi": 0}}, "limits need lo < hi"),
         ({"limits": {"low": 0}}, "limits must be a table"),
-        ({"n_in": 0}, "n_in must be a positive integer"),
+        ({"n_in": 0}, r"serial: n_in must be a whole number in 1\.\.1048576, got 0"),
     ):
         with pytest.raises(ValueError, match=match):
             serial("/dev/null-never-opened", **bad)

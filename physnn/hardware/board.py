@@ -16,6 +16,7 @@ Two layers, as on a lab bench:
 
 from __future__ import annotations
 
+import io
 import json
 import random
 from collections import OrderedDict
@@ -49,11 +50,21 @@ from .protocol import (
     Msg,
     Open,
     ProtocolError,
+    Restore,
+    RestoreReply,
     Run,
     RunReply,
+    Save,
+    SaveReply,
     SpecReply,
     crc32,
 )
+
+STATE_FORMAT = 1
+"""Layout of the emulator's state blob: ``torch.save`` of ``{format, device, state}`` (the
+served description as JSON, the device's ``state_dict``), read with ``weights_only=True``."""
+MAX_STATE = 64 << 20
+"""The largest state blob a RESTORE may announce (bytes)."""
 
 HOST_SIDE_KEYS = ("inputs", "outputs")
 """Non-idealities physnn applies around any device kind on the host (a serial one too): the
@@ -94,8 +105,10 @@ class _Job:
 class Instrument:
     """One host device's simulated physics: survives board resets and disconnects."""
 
-    def __init__(self, device: Any, token: int):
+    def __init__(self, device: Any, token: int, served: str = ""):
         self.device, self.token = device, token
+        self.served = served
+        """The description it was built from (JSON): a saved state only loads into the same."""
         self.n_in, self.n_out = device.spec.n_in, device.spec.n_out
         self.measured = 0
         self.record: _Record | None = None
@@ -112,6 +125,36 @@ class Instrument:
         self.record = _Record(batch_id, input_crc, int(fmt), n, out, crc32(out))
         self.measured += n
         self.executions += 1
+
+    def save_state(self) -> bytes:
+        """The physics state as SAVE sends it (see ``STATE_FORMAT``)."""
+        if self.job is not None:
+            self.job.future.exception()  # a batch still measuring belongs to this state
+        buf = io.BytesIO()
+        torch.save({"format": STATE_FORMAT, "device": self.served,
+                    "state": self.device.state_dict()}, buf)
+        return buf.getvalue()
+
+    def load_state(self, blob: bytes, measured: int) -> None:
+        """Continue from a blob of ``save_state`` (never unpickles anything but tensors and
+        plain data); the last batch's outputs are forgotten, as they belong to the old state."""
+        try:
+            saved = torch.load(io.BytesIO(blob), weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unreadable blob is the same error
+            raise _Fail(Err.PAYLOAD, f"not a state this board saved: {e}") from None
+        fmt = saved.get("format") if isinstance(saved, dict) else None
+        if fmt != STATE_FORMAT:
+            raise _Fail(Err.PAYLOAD, f"state format {fmt}; this board reads {STATE_FORMAT}")
+        if saved.get("device") != self.served:
+            raise _Fail(Err.CONFIG, f"the state was saved from another device: {saved.get('device')}")
+        if self.job is not None:
+            self.job.future.exception()
+            self.job = None
+        try:
+            self.device.load_state_dict(saved["state"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise _Fail(Err.DEVICE, f"the device refused the state: {e}") from None
+        self.measured, self.record = measured, None
 
 
 class _Fail(Exception):
@@ -146,7 +189,7 @@ class Lab:
             except (ValueError, TypeError) as e:
                 raise _Fail(Err.CONFIG, f"cannot build the served device: {e}") from None
             self._check_expected(msg.description, device)
-            inst = Instrument(device, msg.token)
+            inst = Instrument(device, msg.token, json.dumps(desc, sort_keys=True, default=str))
             self.instruments[msg.token] = inst
             while len(self.instruments) > self.capacity:
                 self.instruments.popitem(last=False)
@@ -185,6 +228,13 @@ class _Upload:
 
 
 @dataclass
+class _Restoring:
+    key: tuple[int, int, int]  # measured, total, blob_crc
+    data: bytearray
+    filled: int = 0
+
+
+@dataclass
 class BoardStats:
     """What the board has answered, and how."""
 
@@ -214,6 +264,8 @@ class Board:
         self.lab, self.executor = lab, executor
         self.n_channels, self.max_payload, self.max_batch = n_channels, max_payload, max_batch
         self.identity = identity
+        self.caps = Cap.CONFIGURABLE | Cap.CHECKS_DESCRIPTION | Cap.BUSY | Cap.PERSISTENT | Cap.STATE
+        """What HELLO announces (tests clear ``Cap.STATE`` to play a board without it)."""
         self.stats = BoardStats()
         self.rng = random.Random()
         self.reset()
@@ -223,6 +275,8 @@ class Board:
         self.boot_id = self.rng.getrandbits(32) or 1
         self.channels: dict[int, int] = {}
         self.uploads: dict[int, _Upload] = {}
+        self.snapshots: dict[int, tuple[int, bytes]] = {}
+        self.restores: dict[int, _Restoring] = {}
         self.cache: tuple[tuple, Frame] | None = None
         self.busy_s = 0.25
 
@@ -268,8 +322,7 @@ class Board:
         if t == Msg.HELLO:
             msg = Hello.unpack(ev.payload)
             self.busy_s = max(0.005, min(msg.timeout_ms / 4000, 5.0))
-            caps = Cap.CONFIGURABLE | Cap.CHECKS_DESCRIPTION | Cap.BUSY | Cap.PERSISTENT
-            return self._reply(ev, HelloReply(VERSION, self.n_channels, 0b11, int(caps),
+            return self._reply(ev, HelloReply(VERSION, self.n_channels, 0b11, int(self.caps),
                                               self.max_payload, self.max_batch, self.boot_id,
                                               self.identity))
         if t == Msg.OPEN:
@@ -280,6 +333,10 @@ class Board:
             return self._run(ev, Run.unpack(ev.payload), send)
         if t == Msg.FETCH:
             return self._fetch(ev, Fetch.unpack(ev.payload))
+        if t in (Msg.SAVE, Msg.RESTORE) and self.caps & Cap.STATE:
+            if t == Msg.SAVE:
+                return self._save(ev, Save.unpack(ev.payload))
+            return self._restore(ev, Restore.unpack(ev.payload))
         raise _Fail(Err.TYPE, f"unknown request type 0x{t:02x}")
 
     def _instrument(self, chan: int) -> Instrument:
@@ -396,3 +453,41 @@ class Board:
             raise _Fail(Err.PAYLOAD, f"FETCH {msg.offset}+{msg.count} of {total} elements")
         data = rec.outputs[msg.offset * es : (msg.offset + msg.count) * es]
         return self._reply(ev, FetchReply(msg.batch_id, msg.offset, data))
+
+    def _save(self, ev: Frame, msg: Save) -> Frame:
+        inst = self._instrument(ev.channel)
+        if msg.offset == 0:  # a new save: the state as it is now, for every chunk of it
+            self.snapshots[ev.channel] = (inst.measured, inst.save_state())
+        snap = self.snapshots.get(ev.channel)
+        if snap is None:
+            raise _Fail(Err.SEQUENCE, "a SAVE starts at offset 0")
+        measured, blob = snap
+        if msg.offset > len(blob) or msg.count + SaveReply.S.size > self.max_payload:
+            raise _Fail(Err.PAYLOAD, f"SAVE {msg.offset}+{msg.count} of {len(blob)} bytes")
+        data = blob[msg.offset : msg.offset + msg.count]
+        return self._reply(ev, SaveReply(measured, len(blob), crc32(blob), msg.offset, data))
+
+    def _restore(self, ev: Frame, msg: Restore) -> Frame:
+        inst = self._instrument(ev.channel)
+        up = self.restores.get(ev.channel)
+        key = (msg.measured, msg.total, msg.blob_crc)
+        if up is None or up.key != key:
+            if msg.offset != 0:
+                raise _Fail(Err.SEQUENCE, "a RESTORE starts at offset 0")
+            if msg.total > MAX_STATE:
+                raise _Fail(Err.TOO_LARGE, f"a state of {msg.total} bytes; this board takes {MAX_STATE}")
+            up = self.restores[ev.channel] = _Restoring(key, bytearray(msg.total))
+        end = msg.offset + len(msg.data)
+        if msg.offset > up.filled:
+            raise _Fail(Err.SEQUENCE, f"RESTORE at {msg.offset} leaves a gap after {up.filled}")
+        if end > msg.total:
+            raise _Fail(Err.PAYLOAD, f"RESTORE past the end of the state ({msg.total} bytes)")
+        up.data[msg.offset : end] = msg.data
+        up.filled = max(up.filled, end)
+        if up.filled < msg.total:
+            return self._reply(ev, RestoreReply(up.filled, 0, inst.measured))
+        del self.restores[ev.channel]
+        if crc32(up.data) != msg.blob_crc:
+            raise _Fail(Err.DATA_CRC, "the state does not match its CRC")
+        inst.load_state(bytes(up.data), msg.measured)
+        return self._reply(ev, RestoreReply(up.filled, 1, inst.measured))

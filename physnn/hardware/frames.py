@@ -44,6 +44,10 @@ class Msg(IntEnum):
     LOAD = 0x03
     RUN = 0x04
     FETCH = 0x05
+    SAVE = 0x06
+    """Only to boards with ``Cap.STATE``: a chunk of the channel's physics state."""
+    RESTORE = 0x07
+    """Only to boards with ``Cap.STATE``: a chunk of a state to put back (applied when whole)."""
     BUSY = 0x7E
     """Only as a reply (type 0xFE): still working on this request; keep waiting."""
     ERROR = 0x7F
@@ -75,6 +79,7 @@ class Cap(IntFlag):
     CHECKS_DESCRIPTION = 2  # OPEN's description keys are compared with what is served
     BUSY = 4  # sends BUSY replies while a slow request (OPEN, RUN) is being worked on
     PERSISTENT = 8  # the last batch's outputs and counters survive a board reset
+    STATE = 16  # SAVE and RESTORE a channel's physics state: a resumed run continues exactly
 
 
 class Format(IntEnum):

@@ -248,8 +248,7 @@ class Link:
                     restarts += 1
                     st.restarts += 1
                     if isinstance(e, Reopen):  # handshake again: the new boot id counts it
-                        self._ready = False
-                        self._port().hello = None
+                        self.forget_handshake()
                     self._event(f"restart batch {batch_id}: {e}")
                     if restarts > self.settings.retries + 1:
                         raise SerialLinkError(
@@ -272,6 +271,16 @@ class Link:
                 self._hello()
             if not self._ready or self._opened_boot != port.boot_id:
                 self._open_channel()
+
+    def forget_handshake(self) -> None:
+        """The board lost the channel (it has reset): HELLO and OPEN again before going on."""
+        self._ready = False
+        self._port().hello = None
+
+    def counts_from(self, measured: int) -> None:
+        """The board's running count continues from ``measured`` (a restored state), so
+        the duplicate and state-loss checks of later batches compare with that."""
+        self._board_base = measured - self._completed
 
     def _reconnect(self, why: str) -> None:
         self.stats.reconnects += 1

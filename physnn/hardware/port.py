@@ -70,6 +70,9 @@ class LinkStats:
     """Samples of batches that failed for good (the call raised)."""
     duplicated: int = 0
     """Samples the board measured more often than the host asked (from the board's count)."""
+    inexact_resumes: int = 0
+    """Checkpoints loaded whose board state could not be restored (a board without
+    ``Cap.STATE``): the run went on from the board's current noise streams."""
 
     def as_dict(self) -> dict[str, int]:
         """The counters by name (what ``stats_file`` holds per device)."""

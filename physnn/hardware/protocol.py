@@ -62,7 +62,8 @@ __all__ = [
     "DecoderStats",
     "FrameDecoder",
     "Hello", "HelloReply", "Open", "SpecReply", "Load", "LoadReply", "Run", "RunReply",
-    "Fetch", "FetchReply", "Busy", "ErrorReply", "MESSAGES", "decode_payload", "summarize",
+    "Fetch", "FetchReply", "Save", "SaveReply", "Restore", "RestoreReply", "Busy", "ErrorReply",
+    "MESSAGES", "decode_payload", "summarize",
     "hexdump",
 ]
 
@@ -337,6 +338,98 @@ class FetchReply:
 
 
 @dataclass(frozen=True)
+class Save:
+    """SAVE request (``Cap.STATE`` boards only): ``count`` bytes of the channel's physics
+    state from byte ``offset``, so a checkpoint can carry the noise streams the board owns."""
+
+    TYPE: ClassVar[int] = Msg.SAVE
+    S: ClassVar[struct.Struct] = struct.Struct("<II")
+    offset: int
+    count: int
+
+    def pack(self) -> bytes:
+        """The payload bytes of this message (little-endian, as PROTOCOL.md lays them out)."""
+        return self.S.pack(self.offset, self.count)
+
+    @classmethod
+    def unpack(cls, p: bytes) -> Save:
+        """The message a payload carries; ProtocolError if the payload is malformed."""
+        return cls(*_unpack(cls.S, p, "SAVE", exact=True))
+
+
+@dataclass(frozen=True)
+class SaveReply:
+    """SAVE reply: a chunk of the state blob, with the whole blob's size and CRC-32 (the same
+    in every chunk: a board snapshots the state at offset 0) and the ``measured`` count."""
+
+    TYPE: ClassVar[int] = Msg.SAVE | REPLY
+    S: ClassVar[struct.Struct] = struct.Struct("<QIII")
+    measured: int
+    total: int
+    """Bytes in the whole blob."""
+    blob_crc: int
+    offset: int
+    data: bytes = b""
+
+    def pack(self) -> bytes:
+        """The payload bytes of this message (little-endian, as PROTOCOL.md lays them out)."""
+        return self.S.pack(self.measured, self.total, self.blob_crc, self.offset) + self.data
+
+    @classmethod
+    def unpack(cls, p: bytes) -> SaveReply:
+        """The message a payload carries; ProtocolError if the payload is malformed."""
+        measured, total, blob_crc, offset = _unpack(cls.S, p, "SAVE reply")
+        return cls(measured, total, blob_crc, offset, p[cls.S.size :])
+
+
+@dataclass(frozen=True)
+class Restore:
+    """RESTORE request (``Cap.STATE`` boards only): ``data`` goes to byte ``offset`` of a
+    state blob of ``total`` bytes; the board applies it once whole and matching ``blob_crc``."""
+
+    TYPE: ClassVar[int] = Msg.RESTORE
+    S: ClassVar[struct.Struct] = struct.Struct("<QIII")
+    measured: int
+    """The ``measured`` count the channel continues from."""
+    total: int
+    blob_crc: int
+    offset: int
+    data: bytes = b""
+
+    def pack(self) -> bytes:
+        """The payload bytes of this message (little-endian, as PROTOCOL.md lays them out)."""
+        return self.S.pack(self.measured, self.total, self.blob_crc, self.offset) + self.data
+
+    @classmethod
+    def unpack(cls, p: bytes) -> Restore:
+        """The message a payload carries; ProtocolError if the payload is malformed."""
+        measured, total, blob_crc, offset = _unpack(cls.S, p, "RESTORE")
+        return cls(measured, total, blob_crc, offset, p[cls.S.size :])
+
+
+@dataclass(frozen=True)
+class RestoreReply:
+    """RESTORE reply: how much of the blob the board holds, and whether it has been applied
+    (then ``measured`` is the restored count), so the host knows the resume is exact."""
+
+    TYPE: ClassVar[int] = Msg.RESTORE | REPLY
+    S: ClassVar[struct.Struct] = struct.Struct("<IBQ")
+    filled: int
+    """Bytes of the blob received so far (contiguous from 0)."""
+    applied: int
+    measured: int
+
+    def pack(self) -> bytes:
+        """The payload bytes of this message (little-endian, as PROTOCOL.md lays them out)."""
+        return self.S.pack(self.filled, self.applied, self.measured)
+
+    @classmethod
+    def unpack(cls, p: bytes) -> RestoreReply:
+        """The message a payload carries; ProtocolError if the payload is malformed."""
+        return cls(*_unpack(cls.S, p, "RESTORE reply", exact=True))
+
+
+@dataclass(frozen=True)
 class Busy:
     """BUSY reply (no payload): the silence timer restarts, the host keeps waiting."""
 
@@ -386,7 +479,7 @@ class ErrorReply:
 MESSAGES: dict[int, Any] = {
     cls.TYPE: cls
     for cls in (Hello, HelloReply, Open, SpecReply, Load, LoadReply, Run, RunReply, Fetch,
-                FetchReply, Busy, ErrorReply)
+                FetchReply, Save, SaveReply, Restore, RestoreReply, Busy, ErrorReply)
 }
 """Frame type -> payload class."""
 
@@ -412,7 +505,7 @@ def summarize(frame: Frame | Damaged) -> str:
     for k, v in vars(msg).items():
         if isinstance(v, bytes):
             v = f"<{len(v)} bytes>"
-        elif k in ("input_crc", "output_crc", "token", "boot_id"):
+        elif k in ("input_crc", "output_crc", "blob_crc", "token", "boot_id"):
             v = f"0x{v:08x}"
         elif k == "code":
             v = msg.code_name

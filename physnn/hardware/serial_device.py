@@ -25,13 +25,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core.device import Device, DeviceSpec, Domain
+from ..core.device import Accounting, Device, DeviceSpec, Domain
+from . import board_state
 from .link import PORTS, Link, LinkSettings, LinkStats, SerialLinkError
 from .protocol import BROADCAST, Format, SpecReply
 from .transport import POLL_S, SYSTEM_CLOCK, Clock, Transport
 
-__all__ = ["OTHER_KEYS", "POLL_S", "PORTS", "SETTINGS", "LinkStats", "SerialDevice",
-           "SerialLinkError", "Setting"]
+__all__ = ["OTHER_KEYS", "POLL_S", "PORTS", "SETTINGS", "LinkStats", "SerialAccounting",
+           "SerialDevice", "SerialLinkError", "Setting"]
 
 # -- settings -------------------------------------------------------------------------------
 
@@ -91,6 +92,17 @@ SETTINGS: dict[str, Setting] = {
 OTHER_KEYS = ("port", "n_in", "seed", "channel", "name", "limits", "trace", "stats_file",
               "clip", "spec")
 """The non-numeric keys of a ``serial`` description; any other key describes the served device."""
+
+
+@dataclass
+class SerialAccounting(Accounting):
+    """A serial device's totals (in the run log's accounting), plus the resumes that could
+    not be exact."""
+
+    inexact_resumes: int = 0
+    """Checkpoints resumed without the board's physics state (a board without
+    ``Cap.STATE``): from each on, the noise is the board's current one, not what an
+    uninterrupted run would have drawn."""
 
 
 def _check_limits(limits: Mapping[str, float] | None) -> tuple[float, float] | None:
@@ -158,6 +170,9 @@ class SerialDevice(Device):
     are timed (a ``physnn.hardware.memory.VirtualClock`` makes tests instant).
     """
 
+    accounting: SerialAccounting
+    _pending_board: dict[str, Any] | None = None
+
     def __init__(
         self,
         port: str,
@@ -203,6 +218,7 @@ class SerialDevice(Device):
             spec_now = _spec_from_reply(self.link.connect(self))
             super().__init__(spec_now, seed=seed or 0, clip=clip)
             self.is_open = True
+        self.accounting = SerialAccounting()
 
     # -- what the link knows ----------------------------------------------------------------
     @property
@@ -242,6 +258,8 @@ class SerialDevice(Device):
             spec = _spec_from_reply(self.link.connect(self))
             if self.declared is not None:
                 self._check_declared(spec)
+            if self._pending_board is not None:
+                self._restore_board()
         self.is_open = True
         return self
 
@@ -260,6 +278,49 @@ class SerialDevice(Device):
                 f"{spec.n_out}, domain {spec.domain.describe()}, but the description declares "
                 f"{d.n_in} -> {d.n_out}, domain {d.domain.describe()}"
             )
+
+    # -- checkpoints: the board's physics state travels with the host's ----------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The host's state and, under ``board``, the board's: its noise streams and counters
+        as an opaque uint8 tensor (``exact``; the checkpoint still loads with
+        ``weights_only=True``), or ``exact = False`` and no state for a board without
+        ``Cap.STATE`` (or a device not connected): such a resume cannot be exact."""
+        state = super().state_dict()
+        saved = board_state.save(self.link) if self.link.port is not None else None
+        measured, blob = saved if saved is not None else (0, b"")
+        state["board"] = {
+            "board": self.board, "exact": saved is not None, "measured": measured,
+            "state": torch.from_numpy(np.frombuffer(blob, dtype=np.uint8).copy()),
+        }
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """The host's state now; the board's as soon as the device is connected (now, or at
+        ``open``). A board state that cannot be put back is warned about and counted."""
+        super().load_state_dict(state)
+        self._pending_board = dict(state.get("board") or {"board": "", "exact": False})
+        if self.link.port is not None:
+            self._restore_board()
+
+    def _restore_board(self) -> None:
+        saved, self._pending_board = self._pending_board, None
+        assert saved is not None
+        if saved.get("exact"):
+            blob = saved["state"].cpu().numpy().tobytes()
+            if board_state.restore(self.link, int(saved["measured"]), blob):
+                self.log.info("resumed with the board's state (%d bytes, %d samples measured)",
+                              len(blob), int(saved["measured"]))
+                return
+        why = (f"the board {self.board!r} cannot restore its physics state (no STATE capability)"
+               if not board_state.has_state(self.link) else
+               f"the checkpoint holds no state of the board {saved.get('board') or self.board!r}")
+        self.accounting.inexact_resumes += 1
+        self.link_stats.inexact_resumes += 1
+        self.link.publish()
+        self.log.warning(
+            "%s: resumed from a checkpoint, but %s: the resumed run continues from the board's "
+            "current state (its noise streams and counters), so it is not bit-identical to an "
+            "uninterrupted run", self.name, why)
 
     # -- the contract ---------------------------------------------------------------------
     def validate(self, x: Any) -> torch.Tensor:
