@@ -277,6 +277,40 @@ def test_import_errors_name_what_is_wrong(tmp_path):
         import_measurements(tmp_path / "data.xlsx")
 
 
+def test_import_refuses_bad_files_and_flags(tmp_path, capsys, monkeypatch):
+    # issue 18: an empty .npz was an EOFError traceback, a Latin-1 CSV a UnicodeDecodeError
+    # without the file's name, --domain a,b a float() error without the flag's name
+    (tmp_path / "empty.npz").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty.npz is empty \(0 bytes\)"):
+        import_measurements(tmp_path / "empty.npz")
+    (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(ValueError, match="junk.npz is not a readable .npz file"):
+        import_measurements(tmp_path / "junk.npz")
+    (tmp_path / "latin1.csv").write_bytes(b"in_0,out_0\n0,1\n1,caf\xe9\n")
+    with pytest.raises(ValueError, match=r"latin1.csv is not UTF-8 text: byte 0xe9 at offset 20 "
+                                         r"\(line 3\)"):
+        import_measurements(tmp_path / "latin1.csv")
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbfin_0,out_0\n0,1\n1,2\n")  # Excel's UTF-8
+    assert import_measurements(tmp_path / "bom.csv").inputs.shape == (2, 1)
+    cli = {"cwd": tmp_path, "capsys": capsys, "monkeypatch": monkeypatch}
+    for flag, value, message in [
+        ("--domain", "a,b", "--domain expects two numbers LO,HI with LO < HI (e.g. 0,1), got 'a,b'"),
+        ("--domain", "1,0", "--domain expects two numbers LO,HI with LO < HI (e.g. 0,1), got '1,0'"),
+        ("--domain", "0,1,2", "--domain expects two numbers LO,HI"),
+        ("--domain", "0,inf", "'0,inf' holds a value that is not finite"),
+        ("--levels", "0,x", "--levels expects at least two distinct numbers A,B,... (e.g. "
+                            "0,1,2,3), got '0,x'"),
+        ("--levels", "1", "--levels expects at least two distinct numbers"),
+        ("--levels", "0,1,1", "--levels expects at least two distinct numbers"),
+        ("--levels", "0,nan", "'0,nan' holds a value that is not finite"),
+    ]:
+        p = physnn("import", "bom.csv", "--out", "r.h5", "--no-plot", flag, value, **cli)
+        assert p.returncode == 2 and p.stderr.startswith("physnn import: error: "), p.stderr
+        assert message in p.stderr and len(p.stderr.splitlines()) == 1, p.stderr
+    p = physnn("import", "latin1.csv", "--out", "r.h5", "--no-plot", **cli)
+    assert p.returncode == 2 and "latin1.csv is not UTF-8 text" in p.stderr
+
+
 # -- check -----------------------------------------------------------------------------------------
 
 

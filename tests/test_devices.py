@@ -698,3 +698,72 @@ def test_kinds_register_at_run_time_and_a_broken_entry_point_is_one_line():
     finally:
         del eps["lab:stale"]
         KINDS._runtime.pop("lab:echo", None)
+
+
+# -- issue 18: bad descriptions and inputs are one line naming the key -----------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_inputs_are_refused(dtype):
+    # issue 18: they passed is_floating_point() and failed later inside torch
+    with pytest.raises(ValueError, match=rf"input dtype {dtype} is not allowed; use torch.float32 "
+                                         r"or torch.float64"):
+        Echo()(torch.zeros(2, 3, dtype=dtype))
+
+
+@pytest.mark.parametrize("key, value", [
+    ("n_in", 2.5), ("n_in", 16.0), ("n_in", True), ("n_in", 0), ("n_in", 10**7),
+])
+def test_device_sizes_must_be_whole_numbers_within_the_limit(key, value):
+    # issue 18: n_in=2.5 was accepted (truncated) and 10**7 failed in the allocator
+    with pytest.raises(ValueError, match=rf"sim:optical: {key} must be a whole number in "
+                                         rf"1\.\.1048576, got {value!r}"):
+        make_device({**SMALL, key: value})
+    with pytest.raises(ValueError, match=r"n_out must be a whole number"):
+        DeviceSpec("test:spec", 3, 2.0)  # every backend's spec, not only descriptions
+
+
+@pytest.mark.parametrize("desc, message", [
+    ({"outputs": [{"kind": "readout", "sigma": math.inf}]}, "readout: sigma must be a finite"),
+    ({"camera": [{"kind": "readout", "sigma": -0.5}]}, "readout: sigma must be a finite number >= 0"),
+    ({"camera": [{"kind": "shot", "photons": math.inf}]}, "shot: photons"),
+    ({"outputs": [{"kind": "saturation", "level": math.inf}]}, "saturation: level"),
+    ({"outputs": [{"kind": "quantize", "bits": 2.5}]}, "quantize: bits must be a whole number"),
+    ({"outputs": [{"kind": "quantize", "hi": math.inf}]}, "quantize: hi must be a finite"),
+    ({"gain": math.inf}, "sim:optical: gain must be a finite number"),
+    ({"frame_rate_hz": 0.0}, "sim:optical: frame_rate_hz must be a finite number > 0"),
+    ({"phase_range": math.nan}, "sim:optical: phase_range is NaN"),
+    ({"n_modes": 10**5}, r"100000-mode transmission matrix would need 149\.0 GiB, over the "
+                         r"budget of 8 GiB .*lower n_in, camera_shape or n_modes"),
+])
+def test_non_finite_or_absurd_description_values_name_the_key(desc, message):
+    # issue 18: readout sigma=inf was accepted and every output became -inf or nan
+    with pytest.raises(ValueError, match=message):
+        make_device({**SMALL, **desc})
+
+
+@pytest.mark.parametrize("desc, message", [
+    ({"kind": "sim:microwave", "ms_chi": math.inf}, "sim:microwave: ms_chi must be a finite"),
+    ({"kind": "sim:microwave", "n_scatterers": 10**5}, r"sim:microwave: 100150 dipoles .* "
+                                                       r"GiB, over the budget of 8 GiB"),
+    ({"kind": "sim:microwave", "n_out": 20.0}, "sim:microwave: n_out must be a whole number"),
+    ({"kind": "sim:acoustic", "c": math.inf}, "sim:acoustic: c must be a finite number"),
+    ({"kind": "sim:acoustic", "n_in": 10**5}, r"sim:acoustic: .* 100000 tones would need .* "
+                                              r"over the budget of 8 GiB"),
+])
+def test_every_simulator_refuses_non_finite_values_and_absurd_sizes(desc, message):
+    # issue 18
+    with pytest.raises(ValueError, match=message):
+        make_device(desc)
+
+
+def test_a_toml_description_that_is_not_utf8_or_not_toml_names_the_file(tmp_path):
+    # issue 18: a Latin-1 file was a bare UnicodeDecodeError without the file's name
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b'kind = "sim:optical"\n# caf\xe9\n')
+    with pytest.raises(ValueError, match=r"latin1.toml is not UTF-8 text: byte 0xe9 at offset 26 "
+                                         r"\(line 2\)"):
+        make_device(path)
+    path.write_text('kind = "sim:optical\n')
+    with pytest.raises(ValueError, match=r"latin1.toml is not valid TOML"):
+        make_device(path)

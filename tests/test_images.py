@@ -106,6 +106,18 @@ def test_idx_folder_layouts_and_errors(tmp_path):
         read_idx_folder(folder)
 
 
+def test_idx_folder_refuses_train_and_test_images_of_different_sizes(tmp_path):
+    # issue 18: the mismatch used to surface as an sklearn error at the linear readout
+    folder = write_idx_folder(tmp_path / "mixed", n_train=10, n_test=10, gz=False)
+    (folder / "t10k-images-idx3-ubyte").write_bytes(idx_bytes(np.zeros((10, 24, 24), np.uint8)))
+    msg = (r"train images train-images-idx3-ubyte are 28x28 but test images "
+           r"t10k-images-idx3-ubyte are 24x24")
+    with pytest.raises(ValueError, match=msg):
+        read_idx_folder(folder)
+    with pytest.raises(ValueError, match=msg):
+        load_fashion_mnist(path=str(folder))
+
+
 def test_slm_frame_places_label_rows_and_image():
     frame = SLMFrame()
     assert frame.n_pixels == 51 * 51 and frame.label_slots == 510

@@ -8,14 +8,73 @@ open/close lifecycle. Backends implement only ``Device._measure``.
 
 from __future__ import annotations
 
+import math
+import numbers
 import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
+
+MAX_WIDTH = 2**20
+"""Most inputs (``n_in``) or outputs (``n_out``) a device may have: far beyond any physical
+set-up (a megapixel SLM), so a typo such as ``n_in = 10000000`` is a one-line error instead
+of an allocator failure deep inside a simulator."""
+
+MEMORY_BUDGET_BYTES = 8 * 2**30
+"""Most memory (8 GiB) a simulator may allocate for its fixed tensors (a transmission
+matrix, a Green's function table); a description needing more is refused before allocating."""
+
+INPUT_DTYPES = (torch.float32, torch.float64)
+"""Input dtypes a device accepts: half precision (float16, bfloat16) would pass a floating
+check and then fail (or silently lose digits) inside a simulator's complex arithmetic."""
+
+
+def whole_number(key: str, value: Any, *, lo: int = 1, hi: int = MAX_WIDTH) -> int:
+    """``value`` as an ``int`` in ``lo..hi``, or a ValueError naming ``key``.
+
+    A bool, ``2.5`` or ``16.0`` is refused, never rounded: a description's typo must not
+    quietly build a different device. NumPy integers are accepted (records store them).
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not lo <= int(value) <= hi:
+        raise ValueError(f"{key} must be a whole number in {lo}..{hi}, got {value!r}")
+    return int(value)
+
+
+def finite_number(key: str, value: Any, *, lo: float | None = None, strict: bool = False) -> None:
+    """Refuse ``value`` unless it is a finite real number (``>= lo``, or ``> lo`` when
+    ``strict``), naming ``key``: an infinite noise level or gain would turn every output
+    into inf or NaN instead of failing where the mistake was made."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and lo is not None:
+        ok = value > lo if strict else value >= lo
+    if not ok:
+        bound = "" if lo is None else f" {'>' if strict else '>='} {lo:g}"
+        raise ValueError(f"{key} must be a finite number{bound}, got {value!r}")
+
+
+def finite_fields(owner: str, config: Any, *, allow_inf: tuple[str, ...] = ()) -> None:
+    """Refuse a NaN or infinite number in any float field of a simulator's config dataclass,
+    naming the key (``allow_inf``: fields where ``inf`` means something, e.g. an undamped
+    quality factor). Range checks such as ``not x > 0`` let ``inf`` through; this does not."""
+    for f in fields(config):
+        v = getattr(config, f.name)
+        if isinstance(v, float) and not math.isfinite(v) and not (f.name in allow_inf and v > 0):
+            raise ValueError(f"{owner}: {f.name} must be a finite number, got {v!r}")
+
+
+def check_memory(key: str, nbytes: float, what: str) -> None:
+    """Refuse a description whose fixed tensors (``what``) would need more than
+    ``MEMORY_BUDGET_BYTES``, naming the size key to lower and the budget."""
+    if nbytes > MEMORY_BUDGET_BYTES:
+        raise ValueError(
+            f"{what} would need {nbytes / 2**30:,.1f} GiB, over the budget of "
+            f"{MEMORY_BUDGET_BYTES / 2**30:g} GiB (physnn.core.device.MEMORY_BUDGET_BYTES); "
+            f"lower {key}"
+        )
 
 
 @dataclass(frozen=True)
@@ -83,6 +142,10 @@ class DeviceSpec:
     """Device time one sample costs (frame period, settling time); used for accounting."""
     energy_per_query_j: float = 0.0
     """Energy one sample costs on the physical system (from the device description)."""
+
+    def __post_init__(self) -> None:
+        for key in ("n_in", "n_out"):  # every backend's widths, checked in one place
+            object.__setattr__(self, key, whole_number(f"{self.name}: {key}", getattr(self, key)))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (run logs store it as JSON); an unset ``levels`` is left out."""
@@ -179,10 +242,9 @@ class Device:
         name, spec = self.spec.name, self.spec
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{name}: input must be a torch.Tensor, got {type(x).__name__}")
-        if not x.is_floating_point():
+        if x.dtype not in INPUT_DTYPES:
             raise ValueError(
-                f"{name}: input dtype {x.dtype} is not allowed; use a floating dtype "
-                "(torch.float32 or torch.float64)"
+                f"{name}: input dtype {x.dtype} is not allowed; use torch.float32 or torch.float64"
             )
         if x.ndim != 2 or x.shape[1] != spec.n_in:
             raise ValueError(

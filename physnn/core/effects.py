@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from .device import Device
+from .device import Device, finite_number, whole_number
 
 
 def _straight_through(y: torch.Tensor, y_measured: torch.Tensor) -> torch.Tensor:
@@ -54,8 +54,7 @@ class ReadoutNoise(Effect):
     sigma: float = 0.01
 
     def __post_init__(self) -> None:
-        if not self.sigma >= 0:
-            raise ValueError(f"readout: sigma must be >= 0, got {self.sigma}")
+        finite_number("readout: sigma", self.sigma, lo=0)
 
     def __call__(self, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         if self.sigma <= 0:
@@ -84,12 +83,10 @@ class ShotNoise(Effect):
     exact_below: float = 20.0
 
     def __post_init__(self) -> None:
-        if not self.photons > 0:
-            raise ValueError(f"shot: photons per output unit must be > 0, got {self.photons}")
+        finite_number("shot: photons (per output unit)", self.photons, lo=0, strict=True)
         if self.sampler not in ("poisson", "gaussian"):
             raise ValueError(f"shot: sampler must be 'poisson' or 'gaussian', got {self.sampler!r}")
-        if not self.exact_below >= 0:
-            raise ValueError(f"shot: exact_below must be >= 0 counts, got {self.exact_below}")
+        finite_number("shot: exact_below (counts)", self.exact_below, lo=0)
 
     def __call__(
         self, y: torch.Tensor, gen: torch.Generator, readout_sigma: float = 0.0
@@ -132,8 +129,7 @@ class Saturation(Effect):
     def __post_init__(self) -> None:
         if self.mode not in ("soft", "hard"):
             raise ValueError(f"saturation: mode must be 'soft' or 'hard', got {self.mode!r}")
-        if not self.level > 0:
-            raise ValueError(f"saturation: level must be > 0, got {self.level}")
+        finite_number("saturation: level", self.level, lo=0, strict=True)
 
     def __call__(self, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         if self.mode == "soft":
@@ -153,8 +149,9 @@ class Quantization(Effect):
     hi: float = 1.0
 
     def __post_init__(self) -> None:
-        if not 1 <= int(self.bits) <= 32:
-            raise ValueError(f"quantize: bits must be in 1..32, got {self.bits}")
+        whole_number("quantize: bits", self.bits, lo=1, hi=32)
+        finite_number("quantize: lo", self.lo)
+        finite_number("quantize: hi", self.hi)
         if not self.lo < self.hi:
             raise ValueError(f"quantize: range needs lo < hi, got [{self.lo}, {self.hi}]")
 
@@ -271,8 +268,7 @@ class LinearDrift(Effect):
     rate: float = 1e-6
 
     def __post_init__(self) -> None:
-        if not abs(self.rate) < float("inf"):
-            raise ValueError(f"linear_drift: rate must be finite, got {self.rate}")
+        finite_number("linear_drift: rate", self.rate)
         self._seen = 0
 
     def __call__(self, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -14,7 +14,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from .device import Device
+from .device import Device, whole_number
 from .effects import NonIdealDevice
 
 ENTRY_POINT_GROUP = "physnn.devices"
@@ -91,8 +91,17 @@ def load_description(desc: str | Path | Mapping[str, Any]) -> dict[str, Any]:
     if path.suffix == ".toml":
         if not path.is_file():
             raise FileNotFoundError(f"device description {path} does not exist")
-        with path.open("rb") as f:
-            data = tomllib.load(f)
+        raw = path.read_bytes()
+        try:
+            data = tomllib.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:  # TOML is UTF-8 by definition
+            raise ValueError(
+                f"device description {path} is not UTF-8 text: byte 0x{raw[e.start]:02x} at "
+                f"offset {e.start} (line {raw[:e.start].count(10) + 1}) cannot be decoded; "
+                "save it as UTF-8"
+            ) from None
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"device description {path} is not valid TOML: {e}") from None
         return dict(data.get("device", data))
     raise ValueError(f"unknown device {text!r}; allowed: {_allowed()} or a .toml description")
 
@@ -109,6 +118,7 @@ def make_device(desc: str | Path | Mapping[str, Any], **overrides: Any) -> Devic
     if kind not in KINDS:
         raise ValueError(f"unknown device kind {kind!r}; allowed: {_allowed()}")
     inputs, outputs = d.pop("inputs", None), d.pop("outputs", None)
+    _check_keys(kind, d)
     try:
         dev = KINDS[kind](**d)
     except TypeError as e:
@@ -116,3 +126,15 @@ def make_device(desc: str | Path | Mapping[str, Any], **overrides: Any) -> Devic
     if inputs or outputs:
         dev = NonIdealDevice(dev, inputs=inputs, outputs=outputs)
     return dev
+
+
+def _check_keys(kind: str, d: Mapping[str, Any]) -> None:
+    """What holds for every kind, checked before a kind sees the description: widths are
+    whole numbers in range (``n_in = 2.5`` or ``true`` is refused, not truncated) and no
+    number is NaN (which passes every ``x < limit`` test a kind might make)."""
+    for key in ("n_in", "n_out"):
+        if d.get(key) is not None:
+            whole_number(f"{kind}: {key}", d[key])
+    for key, value in d.items():
+        if isinstance(value, float) and value != value:
+            raise ValueError(f"{kind}: {key} is NaN; give a number")

@@ -91,7 +91,7 @@ def read_idx_folder(folder: str | Path) -> dict[str, tuple[np.ndarray, np.ndarra
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder {folder} does not exist")
-    out = {}
+    out, files = {}, {}
     for split, (img_stem, lab_stem) in _SPLIT_FILES.items():
         img, lab = _find(folder, img_stem), _find(folder, lab_stem)
         if img is None or lab is None:
@@ -109,6 +109,14 @@ def read_idx_folder(folder: str | Path) -> dict[str, tuple[np.ndarray, np.ndarra
         if images.dtype != np.uint8:
             raise ValueError(f"{img}: images must be uint8, got {images.dtype}")
         out[split] = (images, labels.astype(np.int64))
+        files[split] = img
+    (train, _), (test, _) = out["train"], out["test"]
+    if train.shape[1:] != test.shape[1:]:  # one device input width serves both splits
+        raise ValueError(
+            f"{folder}: train images {files['train'].name} are {train.shape[1]}x{train.shape[2]} "
+            f"but test images {files['test'].name} are {test.shape[1]}x{test.shape[2]}; "
+            "both splits must have the same image size"
+        )
     return out
 
 

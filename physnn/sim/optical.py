@@ -16,7 +16,7 @@ from typing import Any, Self
 import torch
 import torch.nn.functional as F
 
-from ..core.device import Device, DeviceSpec, Domain
+from ..core.device import Device, DeviceSpec, Domain, check_memory, finite_fields, finite_number
 from ..core.effects import Effect, apply_effects, make_effects
 from ..core.perturbation import Perturbable, Sudden
 
@@ -112,6 +112,13 @@ class OpticalConfig:
             raise ValueError(
                 f"n_modes={self.n_modes} must be >= max(SLM pixels {n_slm}, camera pixels {n_cam})"
             )
+        check_memory("n_in, camera_shape or n_modes", 16 * self.n_modes**2,
+                     f"sim:optical: the {self.n_modes}-mode transmission matrix")
+        finite_fields("sim:optical", self)
+        for key in ("gain", "frame_rate_hz"):
+            if getattr(self, key) is not None:
+                finite_number(f"sim:optical: {key}", getattr(self, key), lo=0, strict=True)
+        finite_number("sim:optical: power_w", self.power_w, lo=0)
         stride = self.pool_stride or self.pool
         if self.pool < 1 or stride < 1 or self.pool > min(self.camera_shape):
             raise ValueError(f"pool={self.pool} does not fit camera_shape {self.camera_shape}")

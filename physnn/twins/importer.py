@@ -20,6 +20,7 @@ import csv
 import hashlib
 import re
 import sys
+import zipfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,7 +64,16 @@ def _read_csv(path: Path) -> tuple[list[str] | None, np.ndarray]:
     """A CSV's header (if its first row is not all numbers) and its rows as floats."""
     if not path.is_file():
         raise FileNotFoundError(f"measurement file {path} does not exist")
-    text = path.read_text()
+    raw = path.read_bytes()
+    bom = 3 if raw.startswith(b"\xef\xbb\xbf") else 0  # Excel's UTF-8 mark is not a cell
+    try:
+        text = raw[bom:].decode("utf-8")
+    except UnicodeDecodeError as e:
+        at = bom + e.start
+        raise ValueError(
+            f"{path} is not UTF-8 text: byte 0x{raw[at]:02x} at offset {at} (line "
+            f"{raw[:at].count(10) + 1}) cannot be decoded; save the CSV as UTF-8"
+        ) from None
     try:
         dialect = csv.Sniffer().sniff(text[:8192], delimiters=",;\t ")
     except csv.Error:
@@ -161,9 +171,11 @@ def _load_csv(
 
 def _load_npz(path: Path, input_key: str, output_key: str) -> tuple[np.ndarray, np.ndarray]:
     """The two named arrays of an ``.npz`` file (no pickles: measured data are numbers)."""
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty (0 bytes); expected an .npz archive of arrays")
     try:
         z = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise ValueError(f"{path} is not a readable .npz file: {e}") from None
     with z:
         missing = [k for k in (input_key, output_key) if k not in z.files]

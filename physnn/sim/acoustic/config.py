@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from ...core.device import check_memory, finite_fields
+
 T = TypeVar("T")
 
 P_REF_SPL = 20e-6
@@ -191,8 +193,16 @@ class AcousticConfig:
 
 
     def __post_init__(self) -> None:
+        finite_fields("sim:acoustic", self, allow_inf=("membrane_q",))
         self._check_medium()
         top, cutoff_bin = self._resolve_window()
+        speakers = len(self.speakers) if self.speakers is not None else self.n_speakers
+        window = self.ramp_steps + resolved(self.window_steps)
+        check_memory(  # the grid's fields and the drive table [window, n_in, 4 cells a speaker]
+            "n_in, grid or window_steps",
+            8 * (8 * self.grid[0] * self.grid[1] + window * self.n_in * 4 * speakers),
+            f"sim:acoustic: a {self.grid[0]}x{self.grid[1]} grid driven by {self.n_in} tones",
+        )
         self._resolve_transducers(top, cutoff_bin)
         self._resolve_membranes(top)
         self._check_sources()

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...core.device import finite_fields
+
 LEVELS = (0.0, 1.0, 2.0, 3.0)
 """The 4 input levels (2 bits) of every feature."""
 
@@ -102,6 +104,7 @@ class MicrowaveConfig:
     """Snap out-of-domain inputs to the nearest level instead of rejecting them."""
 
     def __post_init__(self) -> None:
+        finite_fields("sim:microwave", self)
         if self.n_in < 1:
             raise ValueError(f"n_in must be >= 1, got {self.n_in}")
         if self.n_tx < 1 or self.n_rx < 1:

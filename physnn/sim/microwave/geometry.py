@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ...core.device import check_memory
 from .config import MicrowaveConfig
 from .green import pair_distances
 
@@ -127,6 +128,13 @@ def build_dipoles(cfg: MicrowaveConfig, n_ms: int) -> Dipoles:
             f"{ms_len:.3g} lambda0 of wall, more than 80% of the perimeter "
             f"{perimeter:.3g}; enlarge cavity_radius or reduce ms_spacing"
         )
+    n_all = cfg.n_tx + cfg.n_rx + n_wall + cfg.n_scatterers + n_ms
+    n_freq = cfg.n_out // (cfg.n_tx * cfg.n_rx)
+    check_memory(  # the Green's function table [f, N, N] and one chunk's [chunk, f, M, M]
+        "n_in, n_out, n_scatterers, cavity_radius or chunk",
+        16 * n_freq * (n_all**2 + cfg.chunk * n_ms**2),
+        f"sim:microwave: {n_all} dipoles at {n_freq} frequencies",
+    )
     start = perimeter * torch.rand(1, generator=g, dtype=torch.float64)
     ms = _along(pts, s, start + cfg.ms_spacing * (torch.arange(n_ms) + 0.5))
     ms = ms * (1 - cfg.ms_offset / ms.norm(dim=-1))[:, None]
