@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -232,13 +235,46 @@ def _inputs_file(path: str):
     return np.loadtxt(p, delimiter=",", ndmin=2)
 
 
+def _numbers(flag: str, text: str, form: str) -> list[float]:
+    """The finite numbers of a comma-separated flag value; a bad one names the flag and the
+    form it takes (float()'s own message names neither)."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{flag} expects {form}, got {text!r}") from None
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"{flag} expects {form}; {text!r} holds a value that is not finite")
+    return values
+
+
+def _domain_flag(text: str | None) -> list[float] | None:
+    """``--domain LO,HI``: two finite numbers with LO < HI."""
+    if text is None:
+        return None
+    form = "two numbers LO,HI with LO < HI (e.g. 0,1)"
+    values = _numbers("--domain", text, form)
+    if len(values) != 2 or not values[0] < values[1]:
+        raise ValueError(f"--domain expects {form}, got {text!r}")
+    return values
+
+
+def _levels_flag(text: str | None) -> list[float] | None:
+    """``--levels A,B,...``: at least two distinct finite numbers (a discrete domain)."""
+    if text is None:
+        return None
+    form = "at least two distinct numbers A,B,... (e.g. 0,1,2,3)"
+    values = _numbers("--levels", text, form)
+    if len(set(values)) < 2 or len(set(values)) != len(values):
+        raise ValueError(f"--levels expects {form}, got {text!r}")
+    return values
+
+
 def _cmd_import(a: argparse.Namespace) -> int:
     from .twins import import_measurements, plot_record, summary_text, write_record
 
     rec = import_measurements(
         a.inputs, a.outputs, fmt=a.format,
-        domain=[float(v) for v in a.domain.split(",")] if a.domain else None,
-        levels=[float(v) for v in a.levels.split(",")] if a.levels else None,
+        domain=_domain_flag(a.domain), levels=_levels_flag(a.levels),
         name=a.name, output_units=a.units, n_in=a.n_in, n_out=a.n_out,
         in_prefix=a.in_prefix, out_prefix=a.out_prefix, input_key=a.input_key,
         output_key=a.output_key, command=_command_line(a, ("inputs",)),
@@ -279,13 +315,37 @@ def _cmd_check(a: argparse.Namespace) -> int:
     return 1 if report.drifted else 0
 
 
+def _bounded(kind: type, least: float, most: float | None = None) -> Callable[[str], int | float]:
+    """An argparse ``type``: an integer (``kind=int``) or a finite number at least ``least``
+    (and at most ``most``). A bad value is argparse's one-line error naming the flag, before
+    anything runs, instead of a torch error or a run that trains nothing."""
+    allowed = f">= {least}" if most is None else f"in [{least}, {most}]"
+    what = "an integer" if kind is int else "a finite number"
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        ok = value is not None and math.isfinite(value) and value >= least
+        if not ok or (most is not None and value > most):
+            raise argparse.ArgumentTypeError(f"expected {what} {allowed}, got {text!r}")
+        return value
+
+    return parse
+
+
+_COUNT = _bounded(int, 1)
+_SEED = _bounded(int, 0, 2**32 - 1)  # the config's seed range (config.RANGES["seed"])
+
+
 def _add_run_options(p: argparse.ArgumentParser, *, seeds: int, out: str) -> None:
     """The options of every command that trains (train, compare, continual)."""
     p.add_argument("config", help="preset name (see 'physnn presets') or path to a .toml config")
-    p.add_argument("--seeds", type=int, default=seeds,
+    p.add_argument("--seeds", type=_COUNT, default=seeds,
                    help=f"number of consecutive seeds (default {seeds})")
-    p.add_argument("--seed", type=int, help="first seed (default: the config's seed)")
-    p.add_argument("--epochs", type=int, help="override train.epochs")
+    p.add_argument("--seed", type=_SEED, help="first seed (default: the config's seed)")
+    p.add_argument("--epochs", type=_COUNT, help="override train.epochs")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
@@ -293,9 +353,9 @@ def _add_run_options(p: argparse.ArgumentParser, *, seeds: int, out: str) -> Non
     )
     p.add_argument("--out", default=out, help=f"output folder (default: {out})")
     p.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
-    p.add_argument("--jobs", type=int, default=1,
+    p.add_argument("--jobs", type=_COUNT, default=1,
                    help="runs at once, each in its own process (default 1: one after another)")
-    p.add_argument("--threads", type=int,
+    p.add_argument("--threads", type=_COUNT,
                    help="torch CPU threads per run (default: all cores, shared out between --jobs)")
     _add_executor_options(p)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -306,9 +366,9 @@ def _add_executor_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                    help="run on Ray: a local instance, or the cluster at ADDRESS (auto, "
                    "HOST:6379, ray://HOST:10001); needs pip install -e '.[cluster]'")
-    p.add_argument("--gpus-per-run", type=float, default=0.0, metavar="F",
+    p.add_argument("--gpus-per-run", type=_bounded(float, 0), default=0.0, metavar="F",
                    help="GPUs each run asks Ray for; fractions share a GPU (default 0)")
-    p.add_argument("--retries", type=int, default=2,
+    p.add_argument("--retries", type=_bounded(int, 0), default=2,
                    help="times a run whose worker process died starts again (default 2)")
 
 
@@ -360,9 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sw.add_argument("spec", help="sweep spec (.toml; format in docs/cluster.md)")
     sw.add_argument("--out", default="runs/sweeps", help="output folder (default: runs/sweeps)")
-    sw.add_argument("--jobs", type=int, default=1,
+    sw.add_argument("--jobs", type=_COUNT, default=1,
                     help="trials at once, each in its own process (default 1: one after another)")
-    sw.add_argument("--threads", type=int,
+    sw.add_argument("--threads", type=_COUNT,
                     help="torch CPU threads per trial, whichever executor runs it (default: the "
                     "spec's resources.cpus, else 1)")
     sw.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
@@ -404,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-batch", type=int, default=1 << 20, help="samples per board batch")
     e.add_argument("--duration", type=float, help="stop after this many seconds")
     e.add_argument("--stats", help="write the emulator's counters (JSON) here when it stops")
-    e.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    e.add_argument("--threads", type=_COUNT, default=1, help="torch CPU threads (default 1)")
     e.set_defaults(func=_cmd_emulate)
 
     c = sub.add_parser("calibrate", help="characterise a device: sweep, noise floor, SNR, dynamic "
@@ -420,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'uniform' (default) or a .npy/.npz/.csv file of sweep inputs to measure")
     c.add_argument("--seed", type=int, help="seed of the random inputs (default: the device's)")
     c.add_argument("--no-plot", action="store_true", help="skip the response plot")
-    c.add_argument("--threads", type=int, help="torch CPU threads")
+    c.add_argument("--threads", type=_COUNT, help="torch CPU threads")
     c.add_argument("--no-progress", action="store_true", help="hide progress bars")
     c.set_defaults(func=_cmd_calibrate)
 
@@ -456,7 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--holdout", type=float, help="test fraction (default 0.15)")
     f.add_argument("--validation", type=float, help="validation fraction (default 0.15)")
     f.add_argument("--seed", type=int, help="split and initialisation seed (default 0)")
-    f.add_argument("--threads", type=int, help="torch CPU threads")
+    f.add_argument("--threads", type=_COUNT, help="torch CPU threads")
     f.add_argument("--no-progress", action="store_true", help="hide progress bars")
     f.set_defaults(func=_cmd_fit)
 
@@ -473,17 +533,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so it unwinds as Ctrl-C does: temporary files
+    removed, run logs left at their last complete epoch."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; a user's error is one line on stderr and exit status 2."""
+    """Run the command line; a user's error is one line on stderr and exit status 2.
+
+    Ctrl-C exits with status 130 and SIGTERM (a scheduler's or ``kill``'s) with 143, both
+    after the same clean-up and with the same advice.
+    """
     args = build_parser().parse_args(argv)
+    from .experiments.jobs import USER_ERRORS  # a full disk and a lost link are users' too
+
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, TypeError, ConnectionError) as e:  # a lost link too
+    except USER_ERRORS as e:
         print(f"physnn {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume from the last epoch", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        what = "terminated" if isinstance(e, Terminated) else "interrupted"
+        print(f"{what}; rerun the same command to resume from the last epoch", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

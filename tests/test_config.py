@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 
@@ -94,3 +95,120 @@ def test_an_old_run_log_reads_but_refuses_to_resume_in_one_line(tiny_config, tmp
     with pytest.raises(ValueError, match="checkpoint format 1.*cannot be resumed.*--overwrite"):
         run(tiny_config, path, progress=False)
     assert run(tiny_config, path, progress=False, overwrite=True).record["status"] == "complete"
+
+
+# issue 18: every numeric key finite and in its declared range at load; these were accepted
+# (NaN and inf reached the devices, alpha=-4 trained to 0 % with exit status 0)
+@pytest.mark.parametrize(("assignment", "message"), [
+    ("train.lr=inf", "train.lr must be a finite number > 0, got inf"),
+    ("train.lr=1e400", "train.lr must be a finite number > 0, got inf"),
+    ("train.alpha=nan", r"train.alpha \(the loss's sharpness.*\) must be a finite number > 0, "
+                        "got nan"),
+    ("train.alpha=-4", r"train.alpha \(.*\) must be > 0, got -4.0"),
+    ("train.label_amplitude=nan", r"train.label_amplitude \(.*\) must be a finite number > 0 "
+                                  "or 'batch_max', got nan"),
+    ("train.label_amplitude=-1", r"train.label_amplitude \(.*\) must be > 0 or 'batch_max'"),
+    ("train.digital_j_per_flop=inf", "train.digital_j_per_flop must be a finite number >= 0"),
+    ("train.ff_threshold=-inf", "train.ff_threshold must be a finite number > 0, got -inf"),
+    ("train.pat_mismatch=nan", r"train.pat_mismatch must be a finite number in \[0, 1\]"),
+    ("seed=-5", r"seed \(seeds the data split.*\) must be in \[0, 4294967295\], got -5"),
+    ("seed=4294967296", r"seed \(.*\) must be in \[0, 4294967295\], got 4294967296"),
+    ("network.hidden=[200, 0]", r"network.hidden\[1\] \(each block's output width\) must be "
+                                ">= 1, got 0"),
+    ("train.epochs=99999999999999999999", "train.epochs must be an integer >= 1 within TOML's "
+                                          "64 bits, got 99999999999999999999"),
+    ("continual.monitor_window=0", "continual.monitor_window must be >= 1, got 0"),
+    ("continual.drop_points=nan", r"continual.drop_points \(accuracy points\) must be a finite "
+                                  r"number in \(0, 100\]"),
+    ("continual.drop_points=101", r"continual.drop_points \(accuracy points\) must be in "
+                                  r"\(0, 100\], got 101.0"),
+    ("continual.recover_points=-1", r"continual.recover_points .* must be in \[0, 100\]"),
+    ("train.lr=1\nx = 2", "config key 'train.lr' must be a number, got '1\\\\nx = 2'"),
+])
+def test_numbers_must_be_finite_and_in_range_in_one_line(assignment: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as info:
+        apply_overrides("digits-optical", [assignment])
+    assert "\n" not in str(info.value)
+
+
+# issue 18: already refused before; kept here so they stay refused, by type, not truncated
+@pytest.mark.parametrize(("assignment", "message"), [
+    ("train.epochs=1.5", "config key 'train.epochs' must be an integer, got 1.5 (float)"),
+    ("train.epochs=true", "config key 'train.epochs' must be an integer, got True (bool)"),
+    ("train.epochs=abc", "config key 'train.epochs' must be an integer, got 'abc' (str)"),
+    ("train.batch_size=true", "config key 'train.batch_size' must be an integer, got True"),
+    ("train.lr=\"1e-3\"", "config key 'train.lr' must be a number, got '1e-3' (str)"),
+    ("network.hidden=5", "config key 'network.hidden' must be a list of integers, got 5"),
+    ("seed=abc", "config key 'seed' must be an integer, got 'abc' (str)"),
+    ("train..lr=1", "--set expects KEY=VALUE (e.g. train.lr=1e-3), got 'train..lr=1'"),
+])
+def test_wrong_types_are_refused_not_coerced(assignment: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)) as info:
+        apply_overrides("digits-optical", [assignment])
+    assert "\n" not in str(info.value)
+
+
+def _numeric_keys(cls: type, prefix: str = "") -> set[str]:
+    """The dotted keys of ``cls`` (a config dataclass) whose type holds an int or a float."""
+    import dataclasses
+    import typing
+
+    out = set()
+    for key, tp in typing.get_type_hints(cls).items():
+        if dataclasses.is_dataclass(tp):
+            out |= _numeric_keys(tp, f"{prefix}{key}.")  # type: ignore[arg-type]
+        elif {int, float} & set(typing.get_args(tp) or (tp,)) - {bool}:
+            out.add(prefix + key)
+        elif any({int, float} & set(typing.get_args(a)) for a in typing.get_args(tp)):
+            out.add(prefix + key)  # list[int]
+    return out
+
+
+def test_every_numeric_key_has_exactly_one_declared_range() -> None:
+    """issue 18: a new numeric setting (in a config section or in LocalRuleSettings) cannot
+    slip in without a range: RANGES must list it."""
+    from physnn.experiments.config import RANGES
+
+    keys = _numeric_keys(ExperimentConfig)
+    assert {"seed", "network.hidden", "train.alpha", "train.label_amplitude",
+            "continual.drop_points"} <= keys
+    assert keys == set(RANGES)
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b'name = "x"\n[train]\nalpha = \xff\n',
+     "is not UTF-8 text: byte 0xff at line 3, column 9 cannot be decoded; save it as UTF-8"),
+    (b'name = "x"\n[train]\nlr = = 3\n',
+     r"is not valid TOML: Invalid value \(at line 3, column 6\)"),
+])
+def test_a_config_file_that_is_not_utf8_or_not_toml_is_one_line(
+        tmp_path: Path, content: bytes, message: str) -> None:
+    """issue 18: it was a UnicodeDecodeError or TOMLDecodeError traceback."""
+    path = tmp_path / "bad.toml"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"config {path} ") and "\n" not in str(info.value)
+
+
+def test_a_seed_given_to_run_is_checked_like_the_configs(tiny_config, tmp_path) -> None:
+    """issue 18: run(seed=-5) was torch's 'expected non-negative integer'; seed=1.5 was
+    truncated to 1."""
+    with pytest.raises(ValueError, match=r"seed \(.*\) must be in \[0, 4294967295\], got -5"):
+        run(tiny_config, tmp_path / "r.h5", seed=-5, progress=False)
+    with pytest.raises(ValueError, match="config key 'seed' must be an integer, got 1.5"):
+        run(tiny_config, tmp_path / "r.h5", seed=1.5, progress=False)  # type: ignore[arg-type]
+    assert not (tmp_path / "r.h5").exists()
+
+
+def test_the_docs_state_every_declared_range() -> None:
+    """issue 18: docs/getting-started.md's table is the user's view of RANGES; it must not
+    drift from it."""
+    from physnn.experiments.config import RANGES
+
+    text = (Path(__file__).parents[1] / "docs" / "getting-started.md").read_text()
+    rows = {line.split("|")[1].strip(" `"): line for line in text.splitlines()
+            if line.startswith("| `")}
+    for key, allowed in RANGES.items():
+        assert key in rows, f"docs/getting-started.md: no row for {key}"
+        assert f"| `{allowed.text()}` |" in rows[key], (key, allowed.text(), rows[key])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -153,13 +154,24 @@ def _fits(value: Any, tp: Any) -> bool:
     return isinstance(value, tp)
 
 
-def _convert(value: Any, tp: Any) -> Any:
-    """An integer where a plain float is declared becomes that float (lossless: TOML ``1``)."""
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    """An integer where a plain float is declared becomes that float (lossless: TOML ``1``);
+    one no float holds exactly (beyond 2**53, or beyond a float's range) is refused, not
+    rounded or overflowed."""
     floats = tp is float or (
         typing.get_origin(tp) in (Union, types.UnionType)
         and float in typing.get_args(tp) and int not in typing.get_args(tp)
     )
     if floats and isinstance(value, int) and not isinstance(value, bool):
+        try:
+            exact = float(value) == value
+        except OverflowError:
+            exact = False
+        if not exact:
+            raise ValueError(
+                f"config key {where!r} must be a number a float holds exactly, got the integer "
+                f"{value!r}; write it as a float (e.g. 1e20) if a rounded value is meant"
+            )
         return float(value)
     return copy.deepcopy(value)
 
@@ -191,7 +203,7 @@ def _merge(base: dict[str, Any], new: dict[str, Any], cls: type, path: str) -> d
         elif isinstance(value, dict) and isinstance(base.get(key), dict):
             out[key] = {**base[key], **copy.deepcopy(value)}  # free-form: merged key by key
         else:
-            out[key] = _convert(value, tp)
+            out[key] = _convert(value, tp, where)
     return out
 
 
@@ -206,45 +218,116 @@ def _from_dict(data: dict[str, Any]) -> ExperimentConfig:
 
 # -- values ---------------------------------------------------------------------------------
 
+INT64_MAX = 2**63 - 1
+"""TOML's largest integer: an integer key never holds more, whatever its range says."""
+
+
+@dataclass(frozen=True)
+class Allowed:
+    """The values one numeric config key may take: a finite number between ``lo`` and ``hi``.
+
+    NaN and infinities are never allowed (they reach the devices as NaN inputs or train
+    nothing), integers never exceed TOML's 64 bits, and ``why`` says what the key means in
+    the error, so a user sees why the range is what it is.
+    """
+
+    lo: float
+    hi: float = math.inf
+    lo_open: bool = False
+    hi_open: bool = False
+    why: str = ""
+    alternative: str = ""
+    """A non-numeric value the key also takes (checked elsewhere), named in the error."""
+
+    def allows(self, value: float) -> bool:
+        """Whether ``value`` (an int or a float, as the type check let through) is allowed."""
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        if isinstance(value, int) and not -INT64_MAX - 1 <= value <= INT64_MAX:
+            return False
+        above = value > self.lo if self.lo_open else value >= self.lo
+        below = value < self.hi if self.hi_open else value <= self.hi
+        return above and below
+
+    def text(self) -> str:
+        """The range as a user reads it: ``> 0``, ``>= 1``, ``in [0, 1)``."""
+        if self.hi == math.inf:
+            text = f"{'>' if self.lo_open else '>='} {self.lo}"
+        else:
+            text = f"in {'(' if self.lo_open else '['}{self.lo}, {self.hi}" \
+                f"{')' if self.hi_open else ']'}"
+        return f"{text} or {self.alternative}" if self.alternative else text
+
+    def error(self, key: str, value: float) -> str:
+        """The one-line message for ``key = value`` outside the range."""
+        where = f"{key} ({self.why})" if self.why else key
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{where} must be a finite number {self.text()}, got {value!r}"
+        if isinstance(value, int) and not -INT64_MAX - 1 <= value <= INT64_MAX:
+            return f"{where} must be an integer {self.text()} within TOML's 64 bits, got {value!r}"
+        return f"{where} must be {self.text()}, got {value!r}"
+
+
+_POSITIVE, _COUNT = Allowed(0, lo_open=True), Allowed(1)
+RANGES: dict[str, Allowed] = {
+    "seed": Allowed(0, 2**32 - 1, why="seeds the data split, the devices and the reference fit"),
+    "network.hidden": Allowed(1, why="each block's output width"),
+    "train.lr": _POSITIVE,
+    "train.inner_steps": _COUNT,
+    "train.alpha": Allowed(
+        0, lo_open=True, why="the loss's sharpness; <= 0 rewards the wrong label or nothing"),
+    "train.label_amplitude": Allowed(
+        0, lo_open=True, why="the label overlay's amplitude", alternative="'batch_max'"),
+    "train.batch_size": Allowed(0, why="0 = full batch"),
+    "train.epochs": _COUNT,
+    "train.eval_every": _COUNT,
+    "train.ff_threshold": _POSITIVE,
+    "train.pat_mismatch": Allowed(0, 1),
+    "train.digital_j_per_flop": Allowed(0),
+    "train.average": Allowed(
+        0, 1, hi_open=True,
+        why="the per-epoch decay of the weight average used for evaluation; 0 = off"),
+    "continual.eval_every": _COUNT,
+    "continual.monitor_window": _COUNT,
+    "continual.drop_points": Allowed(0, 100, lo_open=True, why="accuracy points"),
+    "continual.recover_points": Allowed(0, 100, why="accuracy points"),
+    "continual.freeze_at": Allowed(0, why="0 = the onset of the first change"),
+    "continual.tail_fraction": Allowed(0, 1, lo_open=True),
+}
+"""Every numeric key of every config section and its range: the one place they are declared
+(``tests/test_config.py`` checks that no numeric key is missing). A list's range applies to
+each entry; a number-or-text key's to its numbers."""
+
+
+def _check_ranges(cfg: ExperimentConfig) -> None:
+    """Every key of ``RANGES`` finite and in range; the first problem, in one line."""
+    for key, allowed in RANGES.items():
+        node: Any = cfg
+        for part in key.split("."):
+            node = getattr(node, part)
+        items = list(enumerate(node)) if isinstance(node, list) else [(None, node)]
+        for i, value in items:
+            if isinstance(value, int | float) and not allowed.allows(value):
+                raise ValueError(allowed.error(key if i is None else f"{key}[{i}]", value))
+
 
 def _check_values(cfg: ExperimentConfig) -> None:
     """The ranges and choices the types cannot say; the first problem, in one line."""
     from ..train.methods import METHODS  # the registry is the one list of learning rules
 
+    _check_ranges(cfg)
     t, methods = cfg.train, sorted(METHODS)
     checks = [
         (t.method in methods, f"train.method {t.method!r} is not available; allowed: {methods}"),
-        (t.ff_threshold > 0, f"train.ff_threshold must be > 0, got {t.ff_threshold}"),
-        (0.0 <= t.pat_mismatch <= 1.0, f"train.pat_mismatch must be in [0, 1], got {t.pat_mismatch}"),
-        (t.digital_j_per_flop >= 0,
-         f"train.digital_j_per_flop must be >= 0, got {t.digital_j_per_flop}"),
-        (t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}"),
-        (t.inner_steps >= 1, f"train.inner_steps must be >= 1, got {t.inner_steps}"),
-        (t.lr > 0, f"train.lr must be > 0, got {t.lr}"),
-        (t.batch_size >= 0, f"train.batch_size must be >= 0, got {t.batch_size}"),
-        (
-            0.0 <= t.average < 1.0,
-            "train.average (the per-epoch decay of the weight average used for evaluation) "
-            f"must be in [0, 1), 0 = off; got {t.average}",
-        ),
-        (t.eval_every >= 1, f"train.eval_every must be >= 1, got {t.eval_every}"),
         (t.readout in READOUTS,
          f"train.readout must be one of {', '.join(READOUTS)}, got {t.readout!r}"),
         (
             not isinstance(t.label_amplitude, str) or t.label_amplitude == "batch_max",
             f"train.label_amplitude must be a number or 'batch_max', got {t.label_amplitude!r}",
         ),
-        (
-            len(cfg.network.hidden) >= 1 and all(h >= 1 for h in cfg.network.hidden),
-            f"network.hidden must list >= 1 positive widths, got {cfg.network.hidden}",
-        ),
+        (len(cfg.network.hidden) >= 1,
+         f"network.hidden must list >= 1 positive widths, got {cfg.network.hidden}"),
         ("kind" in cfg.device, "device.kind is required, e.g. 'sim:optical'"),
-        (cfg.continual.eval_every >= 1,
-         f"continual.eval_every must be >= 1, got {cfg.continual.eval_every}"),
-        (0.0 < cfg.continual.tail_fraction <= 1.0,
-         f"continual.tail_fraction must be in (0, 1], got {cfg.continual.tail_fraction}"),
-        (cfg.continual.freeze_at >= 0,
-         f"continual.freeze_at must be >= 0, got {cfg.continual.freeze_at}"),
         ("name" in cfg.data, "data.name is required, e.g. 'digits'"),
     ]
     for ok, msg in checks:
@@ -270,6 +353,25 @@ ConfigSource = str | Path | dict[str, Any] | ExperimentConfig
 """A preset name, a TOML path, a nested dict (as TOML gives) or a config."""
 
 
+def _read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file's tables; a file that is not UTF-8 or not TOML is one line naming the file
+    and the line and column of the problem, not a traceback."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        column = e.start - raw.rfind(b"\n", 0, e.start)
+        raise ValueError(
+            f"config {path} is not UTF-8 text: byte 0x{raw[e.start]:02x} at line {line}, "
+            f"column {column} cannot be decoded; save it as UTF-8"
+        ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"config {path} is not valid TOML: {e}") from None
+
+
 def load_config(source: ConfigSource) -> ExperimentConfig:
     """A complete, checked config from a preset name, a TOML path, a dict or a config.
 
@@ -284,8 +386,7 @@ def load_config(source: ConfigSource) -> ExperimentConfig:
         text = str(source)
         path = Path(text)
         if path.suffix == ".toml" and path.is_file():
-            with path.open("rb") as f:
-                data = tomllib.load(f)
+            data = _read_toml(path)
         elif text in presets():
             data = tomllib.loads(preset_text(text))
         else:
@@ -298,10 +399,11 @@ def load_config(source: ConfigSource) -> ExperimentConfig:
 def parse_assignment(item: str) -> dict[str, Any]:
     """``section.key=value`` (the value parsed as TOML, else taken as text) as a nested dict."""
     key, sep, raw = item.partition("=")
-    if not sep or not key.strip():
+    if not sep or not all(part.strip() for part in key.split(".")):
         raise ValueError(f"--set expects KEY=VALUE (e.g. train.lr=1e-3), got {item!r}")
     try:
-        value = tomllib.loads(f"v = {raw}")["v"]
+        doc = tomllib.loads(f"v = {raw}")
+        value = doc["v"] if list(doc) == ["v"] else raw  # '1\nx = 2' is text, not 1
     except tomllib.TOMLDecodeError:
         value = raw
     return nested(key, value)

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.atomic import save_figure_atomic, write_text_atomic
+from ..core.atomic import discard_stale, save_figure_atomic, write_text_atomic
 from ..core.perturbation import advance, perturbable
 from .compare import load_settings
 from .config import ConfigSource, ExperimentConfig, apply_overrides, load_config
@@ -275,10 +275,8 @@ def run_continual(
     (as an interruption would).
     """
     method, _ = parse_arm(arm)
-    cfg = load_config(config)
-    cfg.train.method = method
-    cfg.seed = int(cfg.seed if seed is None else seed)
-    cfg = load_config(cfg)
+    cfg = load_config(config).merged(  # checked like any config value: 1.5 is refused
+        {"train": {"method": method}, **({} if seed is None else {"seed": seed})})
     check_torch_device(torch_device)
     if cfg.train.average:
         raise ValueError(
@@ -509,6 +507,8 @@ def continual(
     per_method = (SETTINGS if settings is None else load_settings(settings)).get(cfg.name, {})
     first = cfg.seed if seed is None else int(seed)
     folder = Path(out) / cfg.name
+    if overwrite:
+        discard_stale(folder, ("continual.md", "continual.json", "continual.png"))
     runs = []
     for arm in arms:
         method, _ = parse_arm(arm)

@@ -278,7 +278,8 @@ def run(
     many epochs, as an interruption would (for tests and for splitting long jobs).
     """
     cfg = load_config(config)
-    cfg.seed = int(cfg.seed if seed is None else seed)
+    if seed is not None:  # checked as the config's own seed is: an integer in range
+        cfg = cfg.merged({"seed": seed})
     check_torch_device(torch_device)
     session = TrainSession(cfg, cfg.seed, torch_device, progress)
     record = run_epochs(
