@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tomli_w
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from physnn.experiments.runlog import (
@@ -116,7 +116,8 @@ def test_every_byte_of_damage_is_refused_or_harmless(tiny_config, tmp_path):
     bad = tmp_path / "bad.h5"
 
     @settings(max_examples=120, deadline=None, derandomize=True,
-              suppress_health_check=[HealthCheck.function_scoped_fixture])
+              phases=[Phase.explicit, Phase.generate],  # a failure reports its first byte:
+              suppress_health_check=[HealthCheck.function_scoped_fixture])  # no long shrink
     @given(st.integers(0, len(raw) - 1), st.integers(1, 255))
     def flip(pos: int, xor: int) -> None:
         data = bytearray(raw)
@@ -146,6 +147,27 @@ def test_a_log_without_its_checksum_is_damaged(tiny_config, tmp_path):
         del f.attrs["sha256"]
     with pytest.raises(ValueError, match="does not match the checksum"):
         read_run(log)
+
+
+def test_a_log_of_the_format_before_checksums(tiny_config, tmp_path):
+    """Format 1 (no checksum) is still reported, but never resumed unverified, and a damaged
+    checkpoint header is one line, not an UnpicklingError."""
+    log = tmp_path / "a.h5"
+    started_log(tiny_config, log)
+    with h5py.File(log, "r+") as f:
+        del f.attrs["sha256"]
+        f.attrs["format_version"] = 1
+    assert read_run(log)["status"] == "running"
+    with pytest.raises(ValueError, match="without run-log checksums.*not resumed unverified"):
+        run(tiny_config, log, progress=False)
+    with h5py.File(log, "r") as f:
+        offset = f["checkpoint"].id.get_offset()
+    with open(log, "r+b") as fh:  # the zip header of torch.save's archive
+        fh.seek(offset)
+        fh.write(b"\x00" * 16)
+    with pytest.raises(ValueError, match="checkpoint is damaged or holds objects") as e:
+        read_run(log)
+    assert "\n" not in str(e.value)
 
 
 # -- 5: a log cannot run code ---------------------------------------------------------------
