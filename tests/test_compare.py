@@ -82,10 +82,12 @@ def test_cli_compare(tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "| ff |" in out and "| pat |" in out and "physnn compare digits-optical" in out
-    rec = read_run(tmp_path / "digits-optical" / "ff" / "seed0.h5")
+    folder = tmp_path / "digits-optical+camera_shape=6,6"  # issue 19: named by its device
+    rec = read_run(folder / "ff" / "seed0.h5")
     assert rec["config"]["train"]["ff_threshold"] == 0.5
-    (tmp_path / "digits-optical" / "compare.md").unlink()
-    assert main(["compare", "digits-optical", "--from-logs", "--out", str(tmp_path)]) == 0
-    assert (tmp_path / "digits-optical" / "compare.md").is_file()
+    (folder / "compare.md").unlink()
+    assert main(["compare", "digits-optical", "--from-logs", "--out", str(tmp_path),
+                 "--set", "device.camera_shape=[6, 6]"]) == 0
+    assert (folder / "compare.md").is_file()
     assert main(["compare", "digits-optical", "--methods", "ff,nope", "--out", str(tmp_path)]) == 2
     assert "nope" in capsys.readouterr().err

@@ -7,6 +7,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import tomli_w
 
 from physnn.experiments.config import (
     ExperimentConfig,
@@ -212,3 +213,38 @@ def test_the_docs_state_every_declared_range() -> None:
     for key, allowed in RANGES.items():
         assert key in rows, f"docs/getting-started.md: no row for {key}"
         assert f"| `{allowed.text()}` |" in rows[key], (key, allowed.text(), rows[key])
+
+
+# issue 19: a run whose device or data were overridden is not written under the bare preset name
+def test_run_label_names_device_and_data_overrides():
+    from physnn.experiments.config import run_label
+
+    assert run_label("digits-optical", ["train.lr=1e-3", "network.hidden=[8]"]) == "digits-optical"
+    assert run_label("vowels-microwave", [
+        "data.source=hillenbrand", "data.path=/data/hillenbrand", "data.subset=momeni2023",
+    ]) == "vowels-microwave+source=hillenbrand,path=hillenbrand,subset=momeni2023"
+    shape = run_label("digits-optical", ["device.camera_shape=[6, 6]"])
+    assert shape == "digits-optical+camera_shape=6,6"
+    long = run_label("x", ["data.path=" + "a" * 200])
+    assert len(long) < 70 and long != run_label("x", ["data.path=" + "a" * 199])
+    assert run_label("x", ["device.kind=serial"], "bench-1") == "bench-1"
+    for bad in ("", "a/b", ".."):
+        with pytest.raises(ValueError, match="--name must be a plain folder name"):
+            run_label("x", [], bad)
+
+
+def test_two_experiments_never_share_a_folder(tmp_path, tiny_config):
+    from physnn.experiments.summary import train
+
+    cfg = tmp_path / "tiny.toml"
+    tiny_config["name"] = "tiny"
+    tiny_config["train"]["epochs"] = 1
+    cfg.write_text(tomli_w.dumps(tiny_config))
+    kw = dict(out=tmp_path / "runs", progress=False, threads=1)
+    a = train(cfg, **kw)
+    b = train(cfg, overrides=["device.camera_shape=[6, 6]"], **kw)
+    c = train(cfg, overrides=["device.camera_shape=[6, 6]"], name="mine", **kw)
+    assert (a.name, b.name, c.name) == ("tiny", "tiny+camera_shape=6,6", "mine")
+    for s in (a, b, c):
+        assert (tmp_path / "runs" / s.name / "seed0.h5").is_file()
+    assert b.results[0].record["config"]["device"]["camera_shape"] == [6, 6]

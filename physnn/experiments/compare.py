@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..core.atomic import discard_stale, save_figure_atomic, write_text_atomic
-from .config import ConfigSource, ExperimentConfig, apply_overrides, load_config
+from .config import ConfigSource, ExperimentConfig, apply_overrides, load_config, run_label
 from .jobs import Executor, Job, run_jobs
 from .runlog import read_run
 from .runner import RunResult, check_torch_device, run, run_result
@@ -305,13 +305,15 @@ def compare(
     ray: str | None = None,
     gpus_per_run: float = 0.0,
     retries: int = 2,
+    name: str | None = None,
 ) -> Comparison:
     """Train ``seeds`` seeds of every method on a preset or config; what ``physnn compare`` runs.
 
     ``overrides`` (``section.key=value``) apply to every method, after the per-method
     ``settings``; ``epochs`` overrides ``train.epochs`` for all. Seeds run
     ``seed .. seed + seeds - 1`` (default: the config's seed); ``jobs`` runs at once;
-    ``ray`` / ``gpus_per_run`` / ``retries``: Ray and restarts (``jobs.Executor``).
+    ``ray`` / ``gpus_per_run`` / ``retries``: Ray and restarts (``jobs.Executor``);
+    ``name``: the folder under ``out`` (default ``config.run_label``).
     """
     from ..train.methods import METHODS
 
@@ -329,7 +331,8 @@ def compare(
     base = load_config(source)
     table = load_settings(settings).get(base.name, {})
     first = base.seed if seed is None else int(seed)
-    folder = Path(out) / base.name
+    label = run_label(base.name, list(overrides or []), name)
+    folder = Path(out) / label
     if overwrite:
         discard_stale(folder, COMPARE_OUTPUTS)
     results, runs = [], []
@@ -344,17 +347,17 @@ def compare(
             chosen["epochs"] = int(epochs)
         results.append(MethodResult(m, chosen))
         runs += [
-            Job(f"{base.name} {m} seed {s}", run, dict(
+            Job(f"{label} {m} seed {s}", run, dict(
                 config=cfg, out=folder / m / f"seed{s}.h5", seed=s, torch_device=torch_device,
                 progress=progress and jobs == 1 and ray is None, overwrite=overwrite,
             ))
             for s in range(first, first + seeds)
         ]
     done = iter(run_jobs(runs, executor=executor, progress=progress,
-                         desc=f"compare {base.name}"))
+                         desc=f"compare {label}"))
     for mr in results:
         mr.results = [next(done) for _ in range(seeds)]
-    comp = Comparison(base.name, results, command=command, j_per_flop=base.train.digital_j_per_flop)
+    comp = Comparison(label, results, command=command, j_per_flop=base.train.digital_j_per_flop)
     folder.mkdir(parents=True, exist_ok=True)
     write_outputs(comp, folder)
     return comp

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import math
 import tomllib
 import types
@@ -420,6 +421,43 @@ def nested(key: str, value: Any) -> dict[str, Any]:
         node = node[part]
     node[leaf] = value
     return top
+
+
+LABELLED_SECTIONS = ("device", "data")
+"""Sections whose overrides change what an experiment is (its physics or its data): a run
+with such an override is written under a name that says so (``run_label``)."""
+
+
+def run_label(name: str, assignments: list[str], label: str | None = None) -> str:
+    """The folder name of a command's runs: ``label`` if given, else the config's ``name``
+    with a suffix naming every ``device``/``data`` override, so that two different
+    experiments never share a folder (and resume each other's logs) by accident:
+    ``vowels-microwave`` + ``--set data.subset=momeni2023`` -> ``vowels-microwave+subset=momeni2023``.
+    A path value contributes its file name; a long suffix is shortened with a digest.
+    """
+    if label is not None:
+        if not label.strip() or any(c in label for c in "/\\\0") or label in (".", ".."):
+            raise ValueError(f"--name must be a plain folder name, got {label!r}")
+        return label
+    parts = []
+    for item in assignments:
+        key, _, raw = item.partition("=")
+        section, _, leaf = key.strip().partition(".")
+        if section not in LABELLED_SECTIONS:
+            continue
+        value = raw.strip().strip("'\"")
+        if "/" in value or "\\" in value:
+            value = Path(value).name or value
+        text = f"{leaf or section}={value}".replace(", ", ",")
+        text = "".join(c for c in text if c not in "[]{}'\" ")  # [6, 6] -> 6,6
+        parts.append("".join(c if c.isalnum() or c in "._-=," else "-" for c in text))
+    if not parts:
+        return name
+    suffix = ",".join(parts)
+    if len(suffix) > 60:
+        digest = hashlib.sha1(suffix.encode()).hexdigest()[:8]
+        suffix = f"{suffix[:48]}~{digest}"
+    return f"{name}+{suffix}"
 
 
 def apply_overrides(cfg: ConfigSource, assignments: list[str]) -> ExperimentConfig:

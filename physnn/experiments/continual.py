@@ -40,7 +40,7 @@ import numpy as np
 from ..core.atomic import discard_stale, save_figure_atomic, write_text_atomic
 from ..core.perturbation import advance, perturbable
 from .compare import load_settings
-from .config import ConfigSource, ExperimentConfig, apply_overrides, load_config
+from .config import ConfigSource, ExperimentConfig, apply_overrides, load_config, run_label
 from .jobs import Executor, Job, run_jobs
 from .loop import run_epochs
 from .runner import (
@@ -487,12 +487,14 @@ def continual(
     ray: str | None = None,
     gpus_per_run: float = 0.0,
     retries: int = 2,
+    name: str | None = None,
 ) -> ContinualSummary:
     """Run every arm x seed of a config through its perturbation schedule; what
     ``physnn continual`` runs. Arms are learning rules, ``METHOD:frozen`` for a network that
     stops training at the onset. Writes ``OUT/NAME/ARM/seed<S>.h5`` and
     ``OUT/NAME/continual.{md,json,png}``; rerunning resumes. ``jobs``: runs at once;
-    ``ray`` / ``gpus_per_run`` / ``retries``: Ray and restarts (``jobs.Executor``)."""
+    ``ray`` / ``gpus_per_run`` / ``retries``: Ray and restarts (``jobs.Executor``); ``name``:
+    the folder under ``out`` (default ``config.run_label``)."""
     cfg = apply_overrides(source, list(overrides or []))
     if epochs is not None:
         cfg = cfg.merged({"train": {"epochs": epochs}})
@@ -506,7 +508,8 @@ def continual(
         check_torch_device(torch_device)
     per_method = (SETTINGS if settings is None else load_settings(settings)).get(cfg.name, {})
     first = cfg.seed if seed is None else int(seed)
-    folder = Path(out) / cfg.name
+    label = run_label(cfg.name, list(overrides or []), name)
+    folder = Path(out) / label
     if overwrite:
         discard_stale(folder, ("continual.md", "continual.json", "continual.png"))
     runs = []
@@ -514,14 +517,14 @@ def continual(
         method, _ = parse_arm(arm)
         arm_cfg = cfg.merged({"train": {"method": method, **per_method.get(method, {})}})
         runs += [
-            Job(f"{cfg.name} {arm} seed {s}", run_continual, dict(
+            Job(f"{label} {arm} seed {s}", run_continual, dict(
                 config=arm_cfg, out=folder / arm.replace(":", "-") / f"seed{s}.h5", arm=arm,
                 seed=s, torch_device=torch_device, progress=progress and jobs == 1 and ray is None,
                 overwrite=overwrite,
             ))
             for s in range(first, first + seeds)
         ]
-    summary = ContinualSummary(cfg.name, cfg, command=command)
+    summary = ContinualSummary(label, cfg, command=command)
     summary.runs = run_jobs(runs, executor=executor, progress=progress, desc="runs")
     write_text_atomic(folder / "continual.md", summary.markdown() + "\n")
     write_text_atomic(folder / "continual.json", json.dumps(summary.as_dict(), indent=2) + "\n")

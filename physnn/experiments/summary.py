@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..core.atomic import discard_stale, write_text_atomic
-from .config import ConfigSource, apply_overrides
+from .config import ConfigSource, apply_overrides, run_label
 from .jobs import Executor, Job, run_jobs
 from .runner import RunResult, check_torch_device, run
 
@@ -149,6 +149,7 @@ def train(
     ray: str | None = None,
     gpus_per_run: float = 0.0,
     retries: int = 2,
+    name: str | None = None,
 ) -> Summary:
     """Train ``seeds`` consecutive seeds of a preset or config; what ``physnn train`` runs.
 
@@ -157,6 +158,8 @@ def train(
     ``overrides`` are ``section.key=value`` strings, as ``physnn train --set``; ``jobs``
     runs that many seeds at once in worker processes; ``ray`` / ``gpus_per_run`` /
     ``retries`` run them on Ray and restart runs whose worker died (``jobs.Executor``).
+    ``name`` is the folder under ``out`` (default: ``config.run_label``, the config's name
+    with a suffix naming any device or data override).
     """
     cfg = apply_overrides(source, list(overrides or []))
     if epochs is not None:
@@ -167,18 +170,19 @@ def train(
     if ray is None:  # on a cluster the workers' devices count, not this machine's
         check_torch_device(torch_device)
     first = cfg.seed if seed is None else int(seed)
-    folder = Path(out) / cfg.name
+    label = run_label(cfg.name, list(overrides or []), name)
+    folder = Path(out) / label
     if overwrite:
         discard_stale(folder, ("summary.md", "summary.json"))
     runs = [
-        Job(f"{cfg.name} seed {s}", run, dict(
+        Job(f"{label} seed {s}", run, dict(
             config=cfg, out=folder / f"seed{s}.h5", seed=s, torch_device=torch_device,
             progress=progress and jobs == 1 and ray is None, overwrite=overwrite,
         ))
         for s in range(first, first + seeds)
     ]
     results = run_jobs(runs, executor=executor, progress=progress, desc="seeds")
-    summary = Summary(cfg.name, results)
+    summary = Summary(label, results)
     write_text_atomic(folder / "summary.md", summary.markdown() + "\n")
     write_text_atomic(folder / "summary.json", json.dumps(summary.as_dict(), indent=2) + "\n")
     return summary
