@@ -231,8 +231,8 @@ def test_real_table_counts(real_table):
 @needs_hillenbrand
 def test_real_seven_vowel_task_counts(real_table):
     """The file holds 48 women x 7 vowels = 336 tokens, not the 258 (37 per vowel, 36 for uw)
-    that the paper reports: which 37 speakers it kept is not recoverable from the file, and
-    no rule on missing values gives 37/37/37/37/37/37/36. Tokens with an unmeasurable
+    that the paper reports: no rule on missing values gives 37/37/37/37/37/37/36 (the paper's
+    list does: subset="momeni2023", tests/test_table.py). Tokens with an unmeasurable
     feature: 20 (dropped by default)."""
     w7 = real_table.subset(groups="w", vowels=VOWELS_7)
     assert len(w7) == 336 and set(Counter(w7.vowel).values()) == {48}

@@ -179,6 +179,7 @@ def make_dataset(
     scaling: str = "minmax",
     pad_to: int | None = None,
     impute_missing: bool = False,
+    split: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Dataset:
     """Split, scale features to [0, 1] with training statistics, reserve label slots, pad.
 
@@ -202,6 +203,11 @@ def make_dataset(
 
     ``pad_to``: total input width; zero columns are appended after the label slots and the
     features (e.g. 7 label slots + 12 formants + 1 zero = 20 inputs for a 20-input device).
+
+    ``split``: the train and test row indices when the caller fixes them (a group-disjoint
+    or a given split, see ``physnn.data.load_table``); None (default) splits with
+    ``stratified_split(y, test_fraction, seed)``, so two loaders that pass the same rows in
+    the same order get the same split.
     """
     if scaling not in SCALINGS:
         raise ValueError(f"unknown scaling {scaling!r}; allowed: {', '.join(SCALINGS)}")
@@ -209,7 +215,10 @@ def make_dataset(
     if x.ndim != 2 or x.shape[0] != len(y):
         raise ValueError(f"x must be (n_samples, n_features) with n_samples = len(y) = {len(y)}, "
                          f"got shape {x.shape}")
-    train, test = stratified_split(y, test_fraction, seed)
+    if split is None:
+        train, test = stratified_split(y, test_fraction, seed)
+    else:
+        train, test = (np.asarray(i, dtype=np.int64) for i in split)
     x = _impute(name, x, train, impute_missing)
     xs = _scale(x, train, scaling)
     n_classes = len(class_names)

@@ -29,6 +29,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .dataset import SCALINGS, Dataset, make_dataset
+from .tokens import read_token_list, token_rows
 
 log = logging.getLogger(__name__)
 
@@ -439,6 +440,7 @@ def load_vowels(
     scaling: str = "zscore",
     missing: str = "drop",
     n_speakers: int | None = None,
+    subset: str | Path | None = None,
 ) -> Dataset:
     """The vowel classification task as a ``Dataset`` (the registry's ``"vowels"``).
 
@@ -449,7 +451,8 @@ def load_vowels(
       SYNTHETIC tokens around Hillenbrand's Table V means, not recordings.
     - ``"hillenbrand"``: ``path`` (the folder holding ``vowdata.dat``, or the file) is
       required; physnn never downloads it. The women's 7-vowel task has 336 tokens in the
-      file (48 speakers x 7; the paper reports 258, a subset this file does not identify).
+      file (48 speakers x 7); ``subset="momeni2023"`` keeps the paper's 258 (their list of
+      token names ships with physnn, the values still come from ``path``).
     - ``"peterson-barney"``: needs praat-parselmouth; only steady-state F0-F3 exist, so the
       default features are F1, F2, F3 (no formant track, F0 is a speaker cue rather than a
       vowel cue); 56 tokens per vowel for women.
@@ -468,9 +471,14 @@ def load_vowels(
     ``make_dataset``), ``reserve_label_slots`` prepends ``label_width`` zero entries
     per class for the label overlay, and ``pad_to`` pads with zeros to that input width.
     Split: stratified, ``test_fraction`` per class, fixed by ``seed``.
+
+    ``subset`` (Hillenbrand only): a named token list (``"momeni2023"``, see
+    ``physnn.data.tokens.SUBSETS``) or a file of token names, one per line, ``#`` comments.
+    Its tokens are taken in the list's order (the split shuffles each class in row order);
+    a listed token missing from the file, or outside ``group`` and ``vowels``, is an error.
     """
-    vowels = _check_options(source, scaling, missing, vowels, path, n_speakers)
-    table = _read_table(source, path, seed, n_speakers, vowels, group)
+    vowels = _check_options(source, scaling, missing, vowels, path, n_speakers, subset)
+    table = _read_table(source, path, seed, n_speakers, vowels, group, subset)
     if features is None:
         features = ("F1", "F2", "F3") if source == "peterson-barney" else FEATURES_12
     features = [features] if isinstance(features, str) else list(features)
@@ -484,7 +492,8 @@ def load_vowels(
 
 
 def _check_options(source: str, scaling: str, missing: str, vowels: Sequence[str],
-                   path: str | Path | None, n_speakers: int | None) -> list[str]:
+                   path: str | Path | None, n_speakers: int | None,
+                   subset: str | Path | None = None) -> list[str]:
     """Refuse option combinations ``load_vowels`` cannot honour; the vowels as a list."""
     if source not in SOURCES:
         raise ValueError(f"unknown vowel source {source!r}; allowed: {', '.join(SOURCES)}")
@@ -497,14 +506,17 @@ def _check_options(source: str, scaling: str, missing: str, vowels: Sequence[str
         raise ValueError(f"vowels must be >= 2 distinct codes, got {codes}")
     if path is not None and source != "hillenbrand":
         raise ValueError(f"path is only used with source='hillenbrand', not {source!r}")
+    if subset is not None and source != "hillenbrand":
+        raise ValueError(f"subset is only used with source='hillenbrand', not {source!r}")
     if n_speakers is not None and source != "synthetic":
         raise ValueError(f"n_speakers is only used with source='synthetic', not {source!r}")
     return codes
 
 
 def _read_table(source: str, path: str | Path | None, seed: int, n_speakers: int | None,
-                vowels: list[str], group: str) -> VowelTable:
-    """The tokens of ``group`` and ``vowels`` from ``source``."""
+                vowels: list[str], group: str,
+                subset: str | Path | None = None) -> VowelTable:
+    """The tokens of ``group`` and ``vowels`` from ``source`` (of ``subset``, in its order)."""
     if source == "synthetic":
         return synthesize_vowel_table(
             seed=seed, n_speakers=37 if n_speakers is None else int(n_speakers),
@@ -518,11 +530,27 @@ def _read_table(source: str, path: str | Path | None, seed: int, n_speakers: int
             )
         table = read_hillenbrand_table(path)
         _check_choice("group", group, "mwbg")
+        if subset is not None:
+            return _token_subset(table, subset, vowels, group, str(path))
     else:
         table = read_peterson_barney()
         _check_choice("group", group, "mwc")
     _check_choice("vowel", vowels, sorted(set(table.vowel)))
     return table.subset(groups=group, vowels=vowels)
+
+
+def _token_subset(table: VowelTable, subset: str | Path, vowels: list[str], group: str,
+                  where: str) -> VowelTable:
+    """The listed tokens in the list's order; all must be of ``group`` and ``vowels``."""
+    _check_choice("vowel", vowels, sorted(set(table.vowel)))
+    picked = table.select(token_rows(table.token, read_token_list(subset), where))
+    outside = ~(np.isin(picked.group, list(group)) & np.isin(picked.vowel, vowels))
+    if outside.any():
+        raise ValueError(
+            f"subset {str(subset)!r}: {int(outside.sum())} token(s) outside group {group!r} "
+            f"and vowels {vowels} (first: {picked.token[outside][0]}); set group/vowels to match"
+        )
+    return picked
 
 
 def _feature_matrix(table: VowelTable, features: list[str], missing: str,
