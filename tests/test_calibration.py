@@ -407,3 +407,73 @@ def test_calibrate_import_check_commands(tmp_path, capsys, monkeypatch):
     assert read_record(tmp_path / "m.h5").spec["output_units"] == "V"
     bad = physnn("import", "m.csv", "--out", "m2.h5", "--n-out", "5", **cli)
     assert bad.returncode == 2 and "expected n_out=5" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# -- issue 19: imports that load but look wrong are warned about; every plot panel has content ---
+
+
+def import_warnings(tmp_path, caplog, x, y, name="w"):
+    np.savez(tmp_path / f"{name}.npz", inputs=x, outputs=y)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="physnn.import"):
+        rec = import_measurements(tmp_path / f"{name}.npz")
+    logged = [r.getMessage() for r in caplog.records if r.name == "physnn.import"]
+    stored = rec.provenance["origin"]["warnings"]
+    assert len(logged) == len(stored) and all(w in m for w, m in zip(stored, logged, strict=True))
+    return stored
+
+
+def test_import_warns_about_header_and_padding_rows(tmp_path, caplog):  # issue 19
+    x, _ = pairs(n=50, n_in=4)
+    y = np.c_[x @ [1.0, 2, 3, 4], x[:, :3] ** 2]
+    assert import_warnings(tmp_path, caplog, x, y, "clean") == []
+    k = np.arange(4.0)  # a header of column numbers, as pandas writes one: all numbers
+    w = import_warnings(tmp_path, caplog, np.r_[[k], x], np.r_[[k], y], "header")
+    assert len(w) == 2 and "first row of the inputs is 0, 1, 2, .., 3: column numbers" in w[0]
+    assert "first row of the outputs" in w[1]
+    w = import_warnings(tmp_path, caplog, np.r_[[np.zeros(4)], x], np.r_[[np.zeros(4)], y], "pad")
+    assert w == ["the first row is all zeros, inputs and outputs: padding rather than a "
+                 "measurement? remove it if so"]
+    # a non-numeric first row is a header on purpose (read, not warned about); a non-numeric
+    # row further down is an error naming its line
+    write_csv(tmp_path / "h.csv", np.c_[x, y], header=[f"in_{i}" for i in range(4)]
+              + [f"out_{i}" for i in range(4)])
+    assert import_measurements(tmp_path / "h.csv").provenance["origin"]["warnings"] == []
+    text = (tmp_path / "h.csv").read_text().splitlines()
+    (tmp_path / "h2.csv").write_text("\n".join([*text[:5], text[0], *text[5:]]) + "\n")
+    with pytest.raises(ValueError, match="line 6, column in_0: 'in_0' is not a number"):
+        import_measurements(tmp_path / "h2.csv")
+
+
+def test_import_warns_about_duplicate_rows_and_constant_columns(tmp_path, caplog):  # issue 19
+    x, y = pairs(n=40, n_in=3, n_out=2)
+    xd, yd = np.r_[x, x[[2, 5]]], np.r_[y, y[[2, 5]]]  # rows 40, 41 copy rows 2, 5
+    w = import_warnings(tmp_path, caplog, xd, yd, "dup")
+    assert w == ["2 of 42 rows repeat an earlier row exactly (inputs and outputs), first row 40 "
+                 "= row 2 (0-based data rows): copied data? measured outputs never repeat exactly"]
+    # the same inputs with other outputs are repeats (a noise floor), not copies
+    assert import_warnings(tmp_path, caplog, xd, yd + np.r_[np.zeros((40, 2)), [[1e-3] * 2] * 2],
+                           "rep") == []
+    xc, yc = x.copy(), np.c_[y, np.full(40, 2.5)]
+    xc[:, 1] = 0.5
+    w = import_warnings(tmp_path, caplog, xc, yc, "const")
+    assert w == ["1 constant input column(s) (zero spread): 1",
+                 "1 constant output column(s) (zero spread): 2"]
+
+
+def test_every_panel_of_an_import_plot_has_content(tmp_path):  # issue 19
+    from physnn.twins.plot import record_figure
+
+    x, y = pairs(n=300, n_in=3, n_out=2)
+    y = np.c_[y, 1e-6 * np.random.default_rng(1).normal(size=300)]  # a near-constant channel
+    np.savez(tmp_path / "p.npz", inputs=x, outputs=y)
+    rec = import_measurements(tmp_path / "p.npz", domain=(0, 1))
+    assert rec.response is None and rec.repeats is None and rec.drift is None
+    fig = record_figure(rec)
+    assert len(fig.axes) == 4
+    for ax in fig.axes:  # data drawn, not only a "not measured" caption
+        assert ax.lines or ax.collections or ax.images, ax.get_title()
+        assert ax.get_title()
+    spread = next(ax for ax in fig.axes if ax.get_title().startswith("output spread"))
+    assert any("near-constant (1)" in t.get_text() for t in spread.get_legend().get_texts())
+    assert plot_record(rec, tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"

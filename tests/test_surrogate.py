@@ -170,9 +170,11 @@ def test_an_imported_csv_trains_on_the_vowel_task_with_one_command(tmp_path, mon
                  "--set", "device.record=pairs.csv", "--set", "device.fit={hidden=[64], epochs=60}",
                  "--epochs", "40", "--threads", "1", "--no-progress", "--out", "runs"])
     assert code == 0
-    log = read_run(tmp_path / "runs" / "vowels-acoustic" / "seed0.h5")
+    log = read_run(tmp_path / "runs" / "vowels-acoustic+kind=surrogate,record=pairs.csv,"
+                   "fit=hidden=64,epochs=60" / "seed0.h5")
     assert log["status"] == "complete" and log["devices"][0]["kind"] == "surrogate"
     assert log["devices"][0]["record"].endswith("pairs.csv")
+    assert log["devices"][0]["noise"] == "none"  # issue 19: the preset's readout noise is not added
     acc = log["metrics"]["test_acc"][-1]
     assert acc > 0.4, acc  # 7 classes: chance is 0.14
     assert len(list((tmp_path / "twins").glob("pairs-*.pt"))) == 1  # one twin for both blocks
@@ -183,7 +185,101 @@ def test_fit_command(tmp_path, record, capsys, monkeypatch):
     code = main(["fit", str(record.path), "--out", "t.pt", "--hidden", "32", "--epochs", "30",
                  "--no-progress"])
     assert code == 0
-    assert "held-out test split (450 samples): NMSE" in capsys.readouterr().out
+    assert "held-out test split (450 samples): pooled NMSE" in capsys.readouterr().out  # issue 19
     assert Surrogate(path=tmp_path / "t.pt").twin.fit["settings"]["hidden"] == [32]
     assert main(["fit", "nope.h5", "--out", "t.pt"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# -- issue 19: honest twins --------------------------------------------------------------------
+
+
+def test_pooled_nmse_is_the_headline_and_near_constant_outputs_are_named():  # issue 19
+    g = np.random.default_rng(0)
+    n = 1000
+    signal = g.normal(size=(n, 3)) * [1.0, 10.0, 100.0]  # three orders of magnitude
+    flat = 5.0 + g.normal(size=(n, 3)) * [1e-4, 3e-4, 0.0]  # near-constant, noisy / constant
+    target = np.c_[signal[:, :1], flat[:, :2], signal[:, 1:], flat[:, 2:]]
+    pred = target + g.normal(size=target.shape) * [0.05, 0, 0, 0.5, 5.0, 0]
+    pred[:, [1, 2]] = target[:, [1, 2]].mean(0)  # the noise of a flat channel is unpredictable
+    f = fidelity(pred, target)
+    sse, ss = ((pred - target) ** 2).sum(), ((target - target.mean(0)) ** 2).sum()
+    per = ((pred - target) ** 2).mean(0)[:5] / target.var(0)[:5]
+    np.testing.assert_allclose(f["nmse_pooled"], sse / ss)
+    np.testing.assert_allclose(f["r2_pooled"], 1 - sse / ss)
+    np.testing.assert_allclose(f["nmse_overall"], per.mean())
+    assert f["nmse_pooled"] < 0.01 < 0.3 < f["nmse_overall"]  # the flat channels dominate it
+    assert f["near_constant"] == [1, 2, 5] and f["constant_outputs"] == 1
+    np.testing.assert_allclose(f["nmse_overall_without_near_constant"], per[[0, 3, 4]].mean())
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory):
+    """A tiny twin of imported pairs: 3 signal outputs, 2 near-constant noisy ones."""
+    folder = tmp_path_factory.mktemp("measured")
+    g = np.random.default_rng(3)
+    x = g.uniform(0, 1, (600, 4))
+    y = np.c_[x @ [1.0, -1, 0.5, 2], 10 * x[:, 0] * x[:, 1], 0.3 * x[:, 2:].sum(1),
+              5 + 1e-5 * g.normal(size=(600, 2))]
+    np.savez(folder / "pairs.npz", inputs=x, outputs=y)
+    assert main(["import", str(folder / "pairs.npz"), "--out", str(folder / "rec.h5"),
+                 "--domain", "0,1", "--no-plot"]) == 0
+    return fit_surrogate(folder / "rec.h5", out=folder / "twin.pt", progress=False,
+                         hidden=[32], epochs=60, patience=10, lr=1e-2)
+
+
+def test_fit_names_near_constant_outputs_and_stores_the_pooled_figures(measured):  # issue 19
+    test = Twin.load(measured.path).fidelity["test"]  # stored in the twin file
+    assert test["near_constant"] == [3, 4]
+    assert test["nmse_pooled"] < 0.1 < test["nmse_overall"]
+    np.testing.assert_allclose(test["r2_pooled"], 1 - test["nmse_pooled"])
+    lines = measured.fidelity_text().splitlines()
+    assert lines[1].startswith(f"held-out test split (90 samples): pooled NMSE "
+                               f"{test['nmse_pooled']:.4g} (R^2 {test['r2_pooled']:.4f}")
+    assert lines[2].startswith(f"per-output mean NMSE {test['nmse_overall']:.4g}")
+    assert any(line.startswith("2 near-constant outputs") and line.split(": ")[1].startswith("3, 4;")
+               for line in lines)
+
+
+def test_a_twin_of_measured_data_adds_no_synthetic_noise_unless_asked(measured, twin, caplog):
+    # issue 19: a preset's noise, kept by --set device.kind=surrogate, came on top of real data
+    noise = [{"kind": "readout", "sigma": 0.5}]
+    base = {"kind": "surrogate", "path": str(measured.path), "seed": 2}
+    x = torch.rand(50, 4)
+    with caplog.at_level("WARNING", logger="physnn.surrogate"):
+        quiet = make_device({**base, "noise": noise})
+    assert any("fitted to measured data" in r.getMessage() and "ignored" in r.getMessage()
+               for r in caplog.records)
+    torch.testing.assert_close(quiet(x), make_device(base)(x))
+    d = quiet.describe()
+    assert d["noise"] == "none" and d["synthetic_noise"] is False  # the run log says so
+    caplog.clear()
+    noisy = make_device({**base, "noise": noise, "synthetic_noise": True})
+    assert not caplog.records
+    assert (noisy(x) - make_device(base)(x)).std() > 0.3
+    assert noisy.describe()["noise"][0]["sigma"] == 0.5 and noisy.describe()["synthetic_noise"]
+    torch.testing.assert_close(make_device(noisy.describe())(x), make_device(noisy.describe())(x))
+    # a twin of a simulator keeps its noise as configured (a simulated stand-in for readout)
+    sim = make_device({"kind": "surrogate", "path": str(twin.path), "noise": noise})
+    assert sim.describe()["noise"][0]["sigma"] == 0.5 and "synthetic_noise" not in sim.describe()
+    assert make_device({"kind": "surrogate", "path": str(twin.path)}).describe()["noise"] == "none"
+    with pytest.raises(ValueError, match="synthetic_noise must be true or false"):
+        make_device({**base, "synthetic_noise": "yes"})
+
+
+def test_device_command_describes_a_twin_file(measured):  # issue 19
+    import json
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "physnn", "device", str(measured.path)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    shown = json.loads(p.stdout)
+    assert shown["spec"]["n_in"] == 4 and shown["description"]["kind"] == "surrogate"
+    about = shown["about"]
+    assert about["twin_of"]["n_out"] == 5 and about["measured_data"] is True
+    assert about["fitted_on"]["record_path"].endswith("rec.h5")
+    assert about["fitted_on"]["split"] == {"train": 420, "validation": 90, "test": 90}
+    assert about["test_fidelity"]["nmse_pooled"] == measured.fidelity["test"]["nmse_pooled"]
+    assert about["test_fidelity"]["near_constant"] == [3, 4] and about["noise"] == "none"

@@ -12,12 +12,16 @@ Accepted layouts:
 
 Bad input fails with a ValueError naming the file, line or column: mismatched row counts,
 NaN or infinite values, rows of the wrong width, non-numbers, inputs outside the domain.
+Input that imports but looks wrong is warned about (logger ``physnn.import``, and kept in the
+record's provenance as ``origin.warnings``): a first row of column numbers (a header written
+as numbers) or of zeros (padding), rows repeated exactly, constant input or output columns.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import logging
 import re
 import sys
 import zipfile
@@ -35,6 +39,8 @@ from ..core.device import Domain
 from .record import CalibrationRecord, Section, is_record, read_record
 
 FORMATS = ("csv", "npz", "h5")
+
+log = logging.getLogger("physnn.import")
 
 
 def _format_of(path: Path, fmt: str | None) -> str:
@@ -252,6 +258,9 @@ def import_measurements(
     dom = _domain(x, domain, levels)
     _check_in_domain(x, dom, where)
     origin["sha256"] = [_sha256(Path(p)) for p in origin["files"]]
+    origin["warnings"] = pair_warnings(x, y)
+    for text in origin["warnings"]:
+        log.warning("%s: %s", where, text)
     origin["domain_inferred"] = domain is None and levels is None
     spec = {
         "name": name, "n_in": x.shape[1], "n_out": y.shape[1],
@@ -315,3 +324,53 @@ def _check_in_domain(x: np.ndarray, dom: Domain, where: str) -> None:
             f"{where}: inputs[{r}, {c}] = {x[r, c]:.6g} is outside the domain {dom.describe()} "
             f"({int(bad.sum())} entries); give the right domain or levels"
         )
+
+
+def _counts_columns(row: np.ndarray) -> bool:
+    """``row`` is 0, 1, 2, .. or 1, 2, 3, ..: column numbers, not a measurement."""
+    k = np.arange(row.size, dtype=np.float64)
+    return row.size >= 3 and (np.array_equal(row, k) or np.array_equal(row, k + 1))
+
+
+def _first_row_warnings(x: np.ndarray, y: np.ndarray) -> list[str]:
+    """A first row that is a header or padding rather than a measurement.
+
+    A non-numeric first row is read as a header on purpose (and a non-numeric row further
+    down is an error), so only the look-alikes are left: a header of column numbers, which
+    is all numbers, and an all-zero row that pads the file."""
+    out = [
+        f"the first row of the {what} is {', '.join(f'{v:g}' for v in a[0, :3])}, .., "
+        f"{a[0, -1]:g}: column numbers, a header written as numbers? remove it if so"
+        for what, a in (("inputs", x), ("outputs", y)) if _counts_columns(a[0])
+    ]
+    if not x[0].any() and not y[0].any():
+        out.append("the first row is all zeros, inputs and outputs: padding rather than a "
+                   "measurement? remove it if so")
+    return out
+
+
+def pair_warnings(x: np.ndarray, y: np.ndarray) -> list[str]:
+    """What in imported pairs imports but is likely a mistake, one line each.
+
+    Measured outputs never repeat exactly, so a row that repeats an earlier one exactly
+    (inputs and outputs) is copied data, and it would pass for a zero-noise repeat in the
+    noise floor. A constant column carries nothing for a twin to learn, and a constant output
+    makes per-output NMSE undefined (see ``physnn.twins.twin.NEAR_CONSTANT_FRACTION``)."""
+    out = _first_row_warnings(x, y)
+    rows = np.concatenate([x, y], axis=1)
+    _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    dup = np.flatnonzero(first[inverse] != np.arange(rows.shape[0]))
+    if dup.size:
+        i = int(dup[0])
+        out.append(
+            f"{dup.size} of {rows.shape[0]} rows repeat an earlier row exactly (inputs and "
+            f"outputs), first row {i} = row {int(first[inverse[i]])} (0-based data rows): "
+            "copied data? measured outputs never repeat exactly"
+        )
+    for what, a in (("input", x), ("output", y)):
+        const = np.flatnonzero(np.ptp(a, axis=0) == 0)
+        if const.size:
+            shown = ", ".join(map(str, const[:20])) + (" .." if const.size > 20 else "")
+            out.append(f"{const.size} constant {what} column(s) (zero spread): {shown}")
+    return out

@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
@@ -50,7 +51,24 @@ __all__ = [
 ]
 
 Noise = str | list[Mapping[str, Any] | Effect] | None
-"""``"measured"``, a list of non-idealities, or none."""
+"""``"measured"``, ``"none"``, a list of non-idealities, or none."""
+
+log = logging.getLogger("physnn.surrogate")
+
+SIMULATED_KINDS = ("sim:", "surrogate")
+"""Device kinds (prefixes) whose calibration is a simulation; a twin of any other source (an
+imported file, the serial board, a lab's plug-in instrument) is a twin of measured data."""
+
+
+def twin_of_measurements(twin: Twin) -> bool:
+    """Whether ``twin`` was fitted to measured data (imported pairs or a calibrated device
+    that is not a simulator): such data already carry the device's real noise, so synthetic
+    noise on the twin's outputs counts it twice unless a config asks for it on purpose."""
+    provenance = twin.source.get("record_provenance") or {}
+    if provenance.get("source") == "import":
+        return True
+    kind = str((twin.source.get("device") or {}).get("kind", ""))
+    return not kind.startswith(SIMULATED_KINDS)
 
 
 def _key(payload: dict[str, Any]) -> str:
@@ -142,23 +160,39 @@ def _find_twin(path: str | Path | None, record: str | Path | None,
     )
 
 
-def _noise_effects(noise: Noise, twin: Twin) -> list[Effect]:
-    """The non-idealities ``noise`` asks for; ``"measured"`` needs a twin with a noise floor."""
+def _noise_effects(noise: Noise, twin: Twin, synthetic_noise: bool) -> list[Effect]:
+    """The non-idealities ``noise`` asks for; ``"measured"`` needs a twin with a noise floor.
+
+    A list on a twin of measured data is ignored with a warning unless ``synthetic_noise``:
+    a preset's ``noise`` is a simulator's stand-in for readout noise, and ``--set
+    device.kind=surrogate`` keeps it, so without this a twin of real measurements would
+    silently get noise the measurements never had on top of the noise they had."""
     if noise == "measured" and twin.noise_floor is None:
         raise ValueError("surrogate: noise='measured' needs a record with a noise floor "
                          "(calibrate with repeats, or import data with repeated inputs)")
-    if isinstance(noise, str) and noise != "measured":
+    if isinstance(noise, str) and noise not in ("measured", "none"):
         raise ValueError(
-            f"surrogate: noise must be 'measured' or a list of non-idealities, got {noise!r}"
+            f"surrogate: noise must be 'measured', 'none' or a list of non-idealities, got {noise!r}"
         )
-    return [] if isinstance(noise, str) else make_effects(noise)
+    effects = [] if isinstance(noise, str) else make_effects(noise)
+    if effects and not synthetic_noise and twin_of_measurements(twin):
+        log.warning(
+            "surrogate: the twin %s was fitted to measured data, which already hold the "
+            "device's noise; the synthetic noise %s in the description (a preset's 'noise'?) is "
+            "ignored. Set synthetic_noise = true to add it anyway, or noise = \"measured\" for "
+            "Gaussian noise at the record's noise floor",
+            twin.path or f"of {twin.spec.get('name')}", [e.describe() for e in effects])
+        return []
+    return effects
 
 
 class Surrogate(Device):
     """``surrogate``: a fitted twin behind the device contract (see the module docstring).
 
     ``noise`` adds noise to the twin's outputs: a list of non-idealities (as on the
-    simulators) or ``"measured"`` (Gaussian, each channel at the record's noise floor).
+    simulators), ``"measured"`` (Gaussian, each channel at the record's noise floor) or
+    ``"none"``. On a twin of measured data a list applies only with ``synthetic_noise=True``
+    (see ``twin_of_measurements``); ``describe()`` states the noise actually applied.
     """
 
     differentiable = True
@@ -173,6 +207,7 @@ class Surrogate(Device):
         seed: int = 0,
         clip: bool = False,
         noise: Noise = None,
+        synthetic_noise: bool = False,
         calibration: Mapping[str, Any] | None = None,
         fit: Mapping[str, Any] | None = None,
         cache: str | Path = "twins",
@@ -186,11 +221,14 @@ class Surrogate(Device):
         if device_params and of is None:
             raise ValueError(
                 f"surrogate: unknown parameter(s) {sorted(device_params)}; allowed: path, record, "
-                "of, n_in, seed, clip, noise, calibration, fit, cache (parameters of a twinned "
-                "device go with 'of')"
+                "of, n_in, seed, clip, noise, synthetic_noise, calibration, fit, cache "
+                "(parameters of a twinned device go with 'of')"
             )
         if of is not None and record is not None:
             raise ValueError("surrogate: give either 'of' (a device to calibrate) or 'record', not both")
+        if not isinstance(synthetic_noise, bool):
+            raise ValueError(
+                f"surrogate: synthetic_noise must be true or false, got {synthetic_noise!r}")
         if twin is None:
             twin = _find_twin(path, record, of, device_params, n_in, seed, calibration, fit,
                               Path(cache), progress)
@@ -210,7 +248,8 @@ class Surrogate(Device):
         )
         super().__init__(spec, seed=seed, clip=clip)
         self.measured_noise = noise == "measured"
-        self.noise = _noise_effects(noise, twin)
+        self.synthetic_noise = bool(synthetic_noise)
+        self.noise = _noise_effects(noise, twin, self.synthetic_noise)
         self._models: dict[str, nn.Module] = {}
 
     # -- the contract --------------------------------------------------------------------------
@@ -243,8 +282,8 @@ class Surrogate(Device):
             ax.plot(row.numpy(), ".-", ms=3, label=f"input {i}")
         f = self.fidelity
         ax.set(xlabel="output channel", ylabel=self.spec.output_units,
-               title=f"surrogate of {self.twin.spec['name']}: held-out NMSE {f['nmse_overall']:.3g}, "
-                     f"R^2 {f['r2_overall']:.3f}")
+               title=f"surrogate of {self.twin.spec['name']}: held-out pooled NMSE "
+                     f"{f['nmse_pooled']:.3g}, per-output mean {f['nmse_overall']:.3g}")
         ax.legend()
         return True
 
@@ -259,7 +298,33 @@ class Surrogate(Device):
         if self.twin.path is not None:
             d["path"] = str(Path(self.twin.path).resolve())
         d.update(n_in=self.spec.n_in, seed=self.seed, clip=self.clip)
-        if self.noise and not self.measured_noise:
-            d["noise"] = [e.describe() for e in self.noise]
+        # the noise applied, not the noise asked for (a run log says what the network met)
+        d["noise"] = ("measured" if self.measured_noise
+                      else [e.describe() for e in self.noise] if self.noise else "none")
+        if twin_of_measurements(self.twin):
+            d["synthetic_noise"] = self.synthetic_noise
         return json.loads(json.dumps(d, default=str))
+
+    def about(self) -> dict[str, Any]:
+        """What ``physnn device TWIN.pt`` shows besides the description: the twinned device's
+        spec, what the twin was fitted on and how close it came (pooled figures first)."""
+        f = self.fidelity
+        return {
+            "twin_of": self.twin.spec,
+            "measured_data": twin_of_measurements(self.twin),
+            "fitted_on": {
+                "record_path": self.twin.source.get("record_path"),
+                "record_fingerprint": self.twin.source.get("record_fingerprint"),
+                "record_source": (self.twin.source.get("record_provenance") or {}).get("source"),
+                "split": self.twin.fit.get("split"),
+                "settings": self.twin.fit.get("settings"),
+                "epochs_run": self.twin.fit.get("epochs_run"),
+                "best_epoch": self.twin.fit.get("best_epoch"),
+            },
+            "test_fidelity": {k: f[k] for k in (
+                "n", "nmse_pooled", "r2_pooled", "nmse_overall", "r2_overall", "near_constant",
+                "nmse_overall_without_near_constant", "nmse_noise_floor") if k in f},
+            "noise": self.describe()["noise"],
+            "created": self.twin.created,
+        }
 
