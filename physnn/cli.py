@@ -22,6 +22,7 @@ def _run_kwargs(a: argparse.Namespace) -> dict:
         seed=a.seed, seeds=a.seeds, epochs=a.epochs, overrides=a.set, out=a.out,
         torch_device=a.device, progress=not a.no_progress, overwrite=a.overwrite, jobs=a.jobs,
         threads=a.threads, ray=a.ray, gpus_per_run=a.gpus_per_run, retries=a.retries,
+        name=a.name,
     )
 
 
@@ -58,9 +59,9 @@ def _cmd_compare(a: argparse.Namespace) -> int:
 
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     if a.from_logs:  # no training: the table and plot of the logs already in OUT/NAME
-        from .experiments.config import load_config
+        from .experiments.config import load_config, run_label
 
-        folder = Path(a.out) / load_config(a.config).name
+        folder = Path(a.out) / run_label(load_config(a.config).name, a.set, a.name)
         comp = from_logs(folder, methods if a.methods != DEFAULT_METHODS_ARG else None)
         write_outputs(comp, folder)
         print(comp.markdown())
@@ -113,10 +114,19 @@ def _cmd_presets(a: argparse.Namespace) -> int:
 
 
 def _cmd_device(a: argparse.Namespace) -> int:
-    from .core import make_device
+    from .core import KINDS, make_device
 
+    if a.list or a.description is None:  # names and packages only: nothing is imported
+        from .data import DATASETS
+
+        print("\n\n".join(f"{title}:\n" + "\n".join(f"  {n:<24} {reg.provider(n)}" for n in reg)
+                          for title, reg in (("device kinds", KINDS), ("data sets", DATASETS))))
+        return 0
     dev = make_device(a.description)
-    print(json.dumps({"spec": dev.spec.to_dict(), "description": dev.describe()}, indent=2))
+    shown = {"spec": dev.spec.to_dict(), "description": dev.describe()}
+    if callable(about := getattr(dev, "about", None)):  # a twin: what it was fitted on, how well
+        shown["about"] = about()
+    print(json.dumps(shown, indent=2, default=str))
     return 0
 
 
@@ -352,6 +362,8 @@ def _add_run_options(p: argparse.ArgumentParser, *, seeds: int, out: str) -> Non
         help="override a config value, e.g. --set train.lr=1e-3 --set data.path=DIR (repeatable)",
     )
     p.add_argument("--out", default=out, help=f"output folder (default: {out})")
+    p.add_argument("--name", help="folder under --out for these runs (default: the config's "
+                   "name, plus a suffix naming any --set device.*/data.* override)")
     p.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
     p.add_argument("--jobs", type=_COUNT, default=1,
                    help="runs at once, each in its own process (default 1: one after another)")
@@ -439,7 +451,10 @@ def build_parser() -> argparse.ArgumentParser:
     ps.set_defaults(func=_cmd_presets)
 
     d = sub.add_parser("device", help="build a device from a description and print its spec")
-    d.add_argument("description", help="a kind such as sim:optical, or a .toml description")
+    d.add_argument("description", nargs="?",
+                   help="a kind such as sim:optical, or a .toml description (none: --list)")
+    d.add_argument("--list", action="store_true",
+                   help="list the registered device kinds and data sets (plug-ins included)")
     d.set_defaults(func=_cmd_device)
 
     e = sub.add_parser("emulate", help="serve a simulated device with the serial protocol over a "

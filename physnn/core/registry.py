@@ -9,11 +9,11 @@ run time with ``register_kind``. So ``physnn.core`` imports nothing above it.
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Callable, Iterator, Mapping
-from importlib.metadata import entry_points
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .._plugins import EntryPointRegistry
 from .device import Device, whole_number
 from .effects import NonIdealDevice
 
@@ -23,49 +23,9 @@ ENTRY_POINT_GROUP = "physnn.devices"
 DeviceFactory = Callable[..., Device]
 
 
-class _Kinds(Mapping[str, DeviceFactory]):
-    """Registered kinds, name -> factory; entry points are loaded on first access."""
-
-    def __init__(self) -> None:
-        self._runtime: dict[str, DeviceFactory] = {}
-        self._entry_points: dict[str, Any] | None = None
-
-    def _eps(self) -> dict[str, Any]:
-        if self._entry_points is None:
-            self._entry_points = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
-        return self._entry_points
-
-    def __getitem__(self, name: str) -> DeviceFactory:
-        if name in self._runtime:
-            return self._runtime[name]
-        ep = self._eps()[name]
-        try:
-            factory = ep.load()
-        except (ImportError, AttributeError) as e:  # stale metadata, a broken plug-in
-            raise ValueError(
-                f"device kind {name!r} is registered as {ep.value!r}, which cannot be loaded "
-                f"({e}); reinstall the package that provides it (for physnn: pip install -e .)"
-            ) from None
-        self._runtime[name] = factory
-        return factory
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(sorted(set(self._eps()) | set(self._runtime)))
-
-    def __len__(self) -> int:
-        return len(set(self._eps()) | set(self._runtime))
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._runtime or name in self._eps()
-
-    def register(self, name: str, factory: DeviceFactory, *, replace: bool = False) -> None:
-        if not replace and name in self:
-            raise ValueError(f"device kind {name!r} is already registered")
-        self._runtime[name] = factory
-
-
-KINDS = _Kinds()
-"""Every registered device kind (a read-only mapping kind -> class or factory)."""
+KINDS: EntryPointRegistry[DeviceFactory] = EntryPointRegistry(ENTRY_POINT_GROUP, "device kind")
+"""Every registered device kind (a read-only mapping kind -> class or factory); entry points
+are imported on first use, ``KINDS.provider(kind)`` names the package behind one."""
 
 
 def register_kind(name: str, factory: DeviceFactory, *, replace: bool = False) -> None:
@@ -81,13 +41,16 @@ def _allowed() -> str:
 
 
 def load_description(desc: str | Path | Mapping[str, Any]) -> dict[str, Any]:
-    """A device description as a dict, from a kind name, a dict or a TOML file."""
+    """A device description as a dict, from a kind name, a dict, a TOML file or a fitted twin
+    (``.pt``: a ``surrogate`` with that path), so every command that takes a device takes a twin."""
     if isinstance(desc, Mapping):
         return dict(desc)
     text = str(desc)
     if text in KINDS:
         return {"kind": text}
     path = Path(text)
+    if path.suffix == ".pt":  # a fitted twin from 'physnn fit': a surrogate device
+        return {"kind": "surrogate", "path": text}
     if path.suffix == ".toml":
         if not path.is_file():
             raise FileNotFoundError(f"device description {path} does not exist")
@@ -103,7 +66,9 @@ def load_description(desc: str | Path | Mapping[str, Any]) -> dict[str, Any]:
         except tomllib.TOMLDecodeError as e:
             raise ValueError(f"device description {path} is not valid TOML: {e}") from None
         return dict(data.get("device", data))
-    raise ValueError(f"unknown device {text!r}; allowed: {_allowed()} or a .toml description")
+    raise ValueError(
+        f"unknown device {text!r}; allowed: {_allowed()}, a .toml description or a .pt twin"
+    )
 
 
 def make_device(desc: str | Path | Mapping[str, Any], **overrides: Any) -> Device:

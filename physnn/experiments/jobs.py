@@ -27,9 +27,11 @@ from tqdm import tqdm
 
 from .runlog import RunLogWriteError
 
-USER_ERRORS = (ValueError, FileNotFoundError, TypeError, ConnectionError, RunLogWriteError)
-"""What a run raises for a bad config, a missing file, a lost link or a run log it cannot
-write (full disk): it fails that run alone. In this process anything else is a bug and
+USER_ERRORS = (ValueError, FileNotFoundError, TypeError, ConnectionError, RunLogWriteError,
+               ImportError)
+"""What a run raises for a bad config, a missing file, a lost link, a run log it cannot
+write (full disk) or an optional extra that is not installed (its message names the
+``pip install``): it fails that run alone. In this process anything else is a bug and
 stops the command with its traceback."""
 
 RAY_INSTALL = 'pip install -e ".[cluster]"'

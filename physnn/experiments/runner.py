@@ -48,14 +48,35 @@ def load_data(cfg: ConfigSource, seed: int) -> Dataset:
     name = d.pop("name", None)
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; allowed: {sorted(DATASETS)}")
-    loader = DATASETS[name]
-    allowed = set(inspect.signature(loader).parameters) - {"seed"}
-    unknown = sorted(set(d) - allowed)
+    loader = DATASETS[name]  # a plug-in that cannot be imported: a one-line ValueError
+    _check_loader_keys(name, loader, d)
+    data = loader(seed=seed, **d)
+    if not isinstance(data, Dataset):
+        raise ValueError(f"data set {name!r} ({DATASETS.provider(name)}): its loader returned a "
+                         f"{type(data).__name__}, not a physnn.data.Dataset")
+    return data
+
+
+def _check_loader_keys(name: str, loader: Callable[..., Any], keys: dict[str, Any]) -> None:
+    """Refuse ``[data]`` keys the loader does not take, before calling it; a loader taking
+    ``**kwargs`` (a plug-in forwarding to its own reader) checks its own."""
+    try:
+        params = inspect.signature(loader).parameters
+    except (TypeError, ValueError):  # no signature to read (a builtin): the loader checks
+        return
+    kinds = {p.kind for p in params.values()}
+    if "seed" not in params and inspect.Parameter.VAR_KEYWORD not in kinds:
+        raise ValueError(f"data set {name!r} ({DATASETS.provider(name)}): its loader takes no "
+                         "seed argument; a loader must accept seed= (it picks the split)")
+    if inspect.Parameter.VAR_KEYWORD in kinds:
+        return
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    allowed = {k for k, p in params.items() if p.kind in named} - {"seed"}
+    unknown = sorted(set(keys) - allowed)
     if unknown:
         raise ValueError(
             f"unknown key(s) {unknown} in [data] for data set {name!r}; allowed: {sorted(allowed)}"
         )
-    return loader(seed=seed, **d)
 
 
 def build_network(
