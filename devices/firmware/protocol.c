@@ -45,6 +45,7 @@ static uint64_t get64(const uint8_t *p) { return get32(p) | ((uint64_t)get32(p +
 /* ---- state ------------------------------------------------------------------------------ */
 static uint8_t rx[FRAME_MAX]; /* the frame being received */
 static uint16_t rx_len;
+static uint8_t rx_header_ok; /* rx[0..11] is a header whose CRC-16 already checked out */
 static uint8_t tx[FRAME_MAX]; /* the last reply: sent again for a repeated request */
 static uint16_t tx_len, tx_at;
 static uint32_t last_request_crc; /* the CRC-32 of the request tx answers */
@@ -68,6 +69,7 @@ static void persist_seal(void) { st->check = persist_check(); }
 
 void fw_init(void) {
     rx_len = 0;
+    rx_header_ok = 0;
     have_reply = chan_open = 0;
     upload.batch_id = 0;
     boot_id = hw_boot_id();
@@ -277,6 +279,7 @@ static void nak(uint8_t type, uint8_t chan, uint16_t seq) { /* outside tx: keep 
 
 /* ---- receiving: hunt for the sync, trust a length only after the header CRC ------------ */
 static void drop(uint16_t k) {
+    rx_header_ok = 0; /* the bytes moved: rx[0..11] is another candidate header */
     memmove(rx, rx + k, rx_len - k);
     rx_len = (uint16_t)(rx_len - k);
 }
@@ -290,7 +293,10 @@ void fw_rx_byte(uint8_t b) {
         if (i) drop(i);
         if (rx_len < 12) return;
         uint16_t n = get16(rx + 8);
-        if (fw_crc16(rx, 10) != get16(rx + 10) || n > FW_MAX_PAYLOAD) { drop(1); continue; }
+        if (!rx_header_ok) { /* once per candidate header, not once per payload byte */
+            if (fw_crc16(rx, 10) != get16(rx + 10) || n > FW_MAX_PAYLOAD) { drop(1); continue; }
+            rx_header_ok = 1;
+        }
         if (rx_len < FW_OVERHEAD + n) return;
         if (fw_crc32(rx, (uint16_t)(12 + n), 0) != get32(rx + 12 + n)) {
             nak(rx[3], rx[4], get16(rx + 6));
