@@ -347,6 +347,18 @@ def test_overwrite_and_folders(tiny_config, tiny_toml, tmp_path):
     assert not (folder / "summary.json").exists() or (folder / "summary.json").read_text() != "{}\n"
 
 
+def test_every_kind_of_value_survives_its_checksum(tmp_path):
+    """Strings, lists of strings (stored as variable-length object arrays), numbers and
+    arrays read back under the checksum they were written with."""
+    rec = {"config": {"a": [1, "b"]}, "metrics": {"x": [1.0, float("nan")]},
+           "accounting": {"block0": {"names": ["x", "yy"], "n": 3, "f": 0.5, "s": "t"}},
+           "reference": {"who": "me", "acc": 0.9}, "predictions": {"p": np.arange(4)}}
+    write_run(tmp_path / "a.h5", rec)
+    got = read_run(tmp_path / "a.h5")
+    assert list(got["accounting"]["block0"]["names"]) == ["x", "yy"]
+    assert got["reference"] == {"who": "me", "acc": 0.9}
+
+
 def test_write_run_refuses_an_unwritable_folder(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")

@@ -140,6 +140,10 @@ def _hash_value(h: Any, value: Any) -> None:
         h.update(b"b" + value)
     else:
         arr = np.asarray(value)
+        if arr.dtype.kind == "O":  # variable-length strings (a list attribute): hash the text,
+            items = [v.decode() if isinstance(v, bytes) else str(v) for v in arr.ravel()]
+            h.update(f"O{arr.shape}".encode() + json.dumps(items).encode())  # not the pointers
+            return
         h.update(f"{arr.dtype.str}{arr.shape}".encode() + np.ascontiguousarray(arr).tobytes())
 
 
