@@ -107,8 +107,12 @@ def _write_content(f: h5py.File, record: dict[str, Any]) -> None:
         f.create_dataset("checkpoint", data=np.frombuffer(buf.getvalue(), dtype=np.uint8))
 
 
-def content_digest(f: h5py.File) -> str:
-    """SHA-256 of everything in ``f`` but its own ``sha256`` attribute, in a fixed order."""
+def content_digest(f: h5py.File, datasets: dict[str, Any] | None = None) -> str:
+    """SHA-256 of everything in ``f`` but its own ``sha256`` attribute, in a fixed order.
+
+    ``datasets``, if given, receives every dataset's value by name as it is hashed, so a
+    reader need not read the file twice.
+    """
     h = hashlib.sha256()
 
     def attrs(node: h5py.Group | h5py.Dataset) -> None:
@@ -123,7 +127,10 @@ def content_digest(f: h5py.File) -> str:
         h.update(b"\0n" + name.encode())
         attrs(node)
         if isinstance(node, h5py.Dataset):
-            _hash_value(h, node[()])
+            value = node[()]
+            _hash_value(h, value)
+            if datasets is not None:
+                datasets[name] = value
 
     attrs(f)
     names: list[str] = []
@@ -189,22 +196,27 @@ def _read_content(f: h5py.File, path: Path, checkpoint: bool) -> dict[str, Any]:
     version = _py(f.attrs.get("format_version", 1))
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise Refused(f"{path} has run-log format {version!r}; this physnn reads formats 1.."
-                         f"{FORMAT_VERSION}: upgrade physnn")
-    if version >= 2 and _py(f.attrs.get("sha256", "")) != content_digest(f):
+                      f"{FORMAT_VERSION}: upgrade physnn")
+    read: dict[str, Any] = {}  # the datasets, read once: hashed, then returned
+    if version >= 2 and _py(f.attrs.get("sha256", "")) != content_digest(f, read):
         raise Refused(f"{path} is damaged: its content does not match the checksum written "
-                         f"with it; {START_OVER}")
+                      f"with it; {START_OVER}")
+
+    def value(name: str) -> Any:
+        return read[name] if name in read else f[name][()]
+
     skip = ("config_json", "devices_json", "sha256")
     out: dict[str, Any] = {k: _py(v) for k, v in f.attrs.items() if k not in skip}
     out["config"] = json.loads(f.attrs["config_json"])
     out["devices"] = json.loads(f.attrs.get("devices_json", "[]"))
-    out["metrics"] = {k: f["metrics"][k][()] for k in f["metrics"]}
+    out["metrics"] = {k: value(f"metrics/{k}") for k in f["metrics"]}
     out["accounting"] = {
         k: {a: _py(v) for a, v in g.attrs.items()} for k, g in f["accounting"].items()
     }
     out["reference"] = {k: _py(v) for k, v in f["reference"].attrs.items()}
-    out["predictions"] = {k: f["predictions"][k][()] for k in f["predictions"]}
+    out["predictions"] = {k: value(f"predictions/{k}") for k in f["predictions"]}
     if "checkpoint" in f:
-        state = load_checkpoint(f["checkpoint"][()].tobytes(), path)
+        state = load_checkpoint(value("checkpoint").tobytes(), path)
         if checkpoint:
             out["checkpoint"] = state
     return out
@@ -216,10 +228,9 @@ def load_checkpoint(raw: bytes, path: str | Path) -> Any:
         return torch.load(io.BytesIO(raw), weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError,
             AttributeError, ImportError, IndexError, KeyError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise Refused(
             f"{path}: its checkpoint is damaged or holds objects other than tensors and plain "
-            f"data, refused without loading ({first[:160]}); {START_OVER}"
+            f"data, refused without loading ({_first_line(e)}); {START_OVER}"
         ) from None
 
 
