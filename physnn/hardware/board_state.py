@@ -11,16 +11,13 @@ disconnect restarts the transfer from the first chunk, and then ``SerialLinkErro
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
-from .port import LinkDown, Reopen, Restart, SerialLinkError
+from .port import Restart
 from .protocol import Cap, Restore, RestoreReply, Save, SaveReply, crc32
 
 if TYPE_CHECKING:
     from .link import Link
-
-T = TypeVar("T")
 
 
 def has_state(link: Link) -> bool:
@@ -31,12 +28,13 @@ def has_state(link: Link) -> bool:
 
 def save(link: Link) -> tuple[int, bytes] | None:
     """The board's ``(measured, state blob)`` for this channel; None if it cannot save."""
-    return _recovering(link, "save the board's state", lambda: _save(link))
+    return link.recovering("could not save the board's state", "state save", lambda: _save(link))
 
 
 def restore(link: Link, measured: int, blob: bytes) -> bool:
     """Put a saved state back on this channel; False (nothing sent) if the board cannot."""
-    return _recovering(link, "restore the board's state", lambda: _restore(link, measured, blob))
+    return link.recovering("could not restore the board's state", "state restore",
+                           lambda: _restore(link, measured, blob))
 
 
 def _limit(link: Link) -> int:
@@ -76,24 +74,3 @@ def _restore(link: Link, measured: int, blob: bytes) -> bool:
     link.counts_from(measured)
     return True
 
-
-def _recovering(link: Link, what: str, op: Callable[[], T]) -> T:
-    """``op()`` on a ready link, started again after a reset or reconnect (bounded)."""
-    downs = restarts = 0
-    while True:
-        try:
-            link._ensure_ready()
-            return op()
-        except LinkDown as e:
-            downs += 1
-            if downs > link.settings.reconnects:
-                raise SerialLinkError(f"{link.name}: could not {what}: {e}; gave up after "
-                                      f"{link.settings.reconnects} reconnects") from None
-            link._reconnect(str(e))
-        except (Reopen, Restart) as e:
-            restarts += 1
-            link.stats.restarts += 1
-            if isinstance(e, Reopen):
-                link.forget_handshake()
-            if restarts > link.settings.retries + 1:
-                raise SerialLinkError(f"{link.name}: could not {what}: {e} ({restarts} tries)") from None

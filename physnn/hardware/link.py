@@ -25,9 +25,9 @@ import logging
 import os
 import secrets
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from ..core.atomic import atomic_path
 from .port import (
@@ -71,6 +71,8 @@ from .protocol import (
 from .transport import POLL_S, SYSTEM_CLOCK, Clock, Transport
 
 __all__ = ["PORTS", "Link", "LinkSettings", "LinkStats", "Port", "SerialLinkError"]
+
+T = TypeVar("T")
 
 
 class Link:
@@ -226,39 +228,47 @@ class Link:
         self._batch_id = self._batch_id % 0xFFFFFFFF + 1
         batch_id, in_crc = self._batch_id, crc32(data)
         st.samples_sent += n
-        downs = restarts = 0
         try:
-            while True:
-                try:
-                    self._ensure_ready()
-                    out = self._transfer(batch_id, fmt, n, data, in_crc)
-                    st.samples_received += n
-                    st.batches += 1
-                    self.publish()
-                    return out
-                except LinkDown as e:
-                    downs += 1
-                    if downs > self.settings.reconnects:
-                        raise SerialLinkError(
-                            f"{self.name}: batch of {n} samples not measured: {e}; gave up after "
-                            f"{self.settings.reconnects} reconnects (counters: {st.as_dict()})"
-                        ) from None
-                    self._reconnect(str(e))
-                except (Reopen, Restart) as e:
-                    restarts += 1
-                    st.restarts += 1
-                    if isinstance(e, Reopen):  # handshake again: the new boot id counts it
-                        self.forget_handshake()
-                    self._event(f"restart batch {batch_id}: {e}")
-                    if restarts > self.settings.retries + 1:
-                        raise SerialLinkError(
-                            f"{self.name}: batch of {n} samples not measured: the board kept "
-                            f"losing it ({e}) after {restarts} restarts"
-                        ) from None
+            out = self.recovering(f"batch of {n} samples not measured", f"batch {batch_id}",
+                                  lambda: self._transfer(batch_id, fmt, n, data, in_crc))
         except BaseException:
             st.lost += n
             self.publish()
             raise
+        st.samples_received += n
+        st.batches += 1
+        self.publish()
+        return out
+
+    def recovering(self, what: str, label: str, op: Callable[[], T]) -> T:
+        """``op()`` on a ready link, run again after a board reset (``Reopen``/``Restart``) or
+        a reconnect (``LinkDown``), within the settings' bounds; then a ``SerialLinkError``
+        saying ``what`` failed. Batches and state transfers recover the same way; ``label``
+        names the attempt in the trace."""
+        downs = restarts = 0
+        while True:
+            try:
+                self._ensure_ready()
+                return op()
+            except LinkDown as e:
+                downs += 1
+                if downs > self.settings.reconnects:
+                    raise SerialLinkError(
+                        f"{self.name}: {what}: {e}; gave up after {self.settings.reconnects} "
+                        f"reconnects (counters: {self.stats.as_dict()})"
+                    ) from None
+                self._reconnect(str(e))
+            except (Reopen, Restart) as e:
+                restarts += 1
+                self.stats.restarts += 1
+                if isinstance(e, Reopen):  # handshake again: the new boot id counts it
+                    self.forget_handshake()
+                self._event(f"restart {label}: {e}")
+                if restarts > self.settings.retries + 1:
+                    raise SerialLinkError(
+                        f"{self.name}: {what}: the board kept losing it ({e}) after {restarts} "
+                        "restarts"
+                    ) from None
 
     def _ensure_ready(self) -> None:
         if self.port is None:
