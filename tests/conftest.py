@@ -8,6 +8,14 @@ import torch
 
 from physnn.experiments.config import load_config
 
+HILLENBRAND = Path(__file__).parents[1].parent / "shared" / "data" / "hillenbrand"
+"""The Hillenbrand reference data (../shared/data): developers and CI have it, a clone does not."""
+needs_hillenbrand = pytest.mark.skipif(
+    not (HILLENBRAND / "vowdata.dat").is_file(),
+    reason=f"Hillenbrand reference data not found at {HILLENBRAND} (developers and CI have "
+    "it in ../shared/data; it may not ship with the repository)",
+)
+
 
 @pytest.fixture
 def tiny_config():

@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import HILLENBRAND, needs_hillenbrand
 
 from physnn.data import (
     DATASETS,
@@ -27,12 +28,6 @@ from physnn.data import (
 from physnn.data.vowels import FEATURES_12, VOWELS_7
 from physnn.experiments.runner import load_data
 
-HILLENBRAND = Path(__file__).parents[1].parent / "shared" / "data" / "hillenbrand"
-needs_hillenbrand = pytest.mark.skipif(
-    not (HILLENBRAND / "vowdata.dat").is_file(),
-    reason=f"Hillenbrand reference data not found at {HILLENBRAND} (developers and CI have "
-    "it in ../shared/data; it may not ship with the repository)",
-)
 HAS_SHEETS = all(importlib.util.find_spec(m) for m in ("pandas", "openpyxl", "odf"))
 needs_sheets = pytest.mark.skipif(
     not HAS_SHEETS, reason="spreadsheets need the optional extra: pip install 'physnn[table]'"

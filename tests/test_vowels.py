@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import HILLENBRAND, needs_hillenbrand
 from scipy.io import wavfile
 
 from physnn.data import (
@@ -22,13 +23,6 @@ from physnn.data import (
 )
 from physnn.data.vowels import COLUMNS, FEATURES_12, TABLE_V, VOWELS_7
 from physnn.experiments.reference import logistic_regression_accuracy
-
-HILLENBRAND = Path(__file__).parents[1].parent / "shared" / "data" / "hillenbrand"
-needs_hillenbrand = pytest.mark.skipif(
-    not (HILLENBRAND / "vowdata.dat").is_file(),
-    reason=f"Hillenbrand reference data not found at {HILLENBRAND} (developers and CI have "
-    "it in ../shared/data; it may not ship with the repository)",
-)
 
 HEADER = """(c) 1995 James Hillenbrand
 col1:  filename
