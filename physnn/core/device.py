@@ -222,6 +222,27 @@ class Device:
             self._generators[key] = g
         return self._generators[key]
 
+    @contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Measure on a copy of the noise streams, put back on exit: evaluating never
+        changes training.
+
+        Training then draws exactly the noise it would have drawn had the evaluation not
+        happened, so how often a run evaluates changes what is measured, never what is
+        learned, and a checkpoint holds nothing of evaluation. A board with ``Cap.STATE``
+        does the same with its own streams (``SerialDevice``), so a run through the emulator
+        still equals the direct run; wrappers do it for the device they wrap.
+        """
+        saved = {k: g.get_state() for k, g in self._generators.items()}
+        try:
+            yield
+        finally:
+            for key in list(self._generators):
+                if key in saved:
+                    self._generators[key].set_state(saved[key])
+                else:  # first drawn inside: it restarts from its seeded start
+                    del self._generators[key]
+
     def state_dict(self) -> dict[str, Any]:
         """Mutable state (random streams, accounting) so a resumed run continues identically."""
         return {

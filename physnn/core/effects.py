@@ -9,7 +9,8 @@ simulator stays differentiable with noise switched on.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
@@ -225,6 +226,12 @@ class NonIdealDevice(Device):
         """Close the inner device with this wrapper."""
         self.inner.close()
         super().close()
+
+    @contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Evaluation streams for the wrapper's effects and for the inner device."""
+        with super().evaluating(), self.inner.evaluating():
+            yield
 
     def apply_to_tensors(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
         """The inner device's tensors (effects keep none of their own)."""

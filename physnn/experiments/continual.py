@@ -39,6 +39,7 @@ import numpy as np
 
 from ..core.atomic import discard_stale, save_figure_atomic, write_text_atomic
 from ..core.perturbation import advance, perturbable
+from ..train.methods import evaluation
 from .compare import load_settings
 from .config import ConfigSource, ExperimentConfig, apply_overrides, load_config, run_label
 from .jobs import Executor, Job, run_jobs
@@ -185,7 +186,9 @@ class ContinualSession:
         self.clock = clock
 
     def _evaluate(self) -> float:
-        return (self.trainer.predict(self.data.x_test) == self.data.y_test).float().mean().item()
+        with evaluation(self.trainer, self.net):
+            y_pred = self.trainer.predict(self.data.x_test)
+        return (y_pred == self.data.y_test).float().mean().item()
 
     def _tick(self) -> list[dict[str, Any]]:
         """Advance every device's drift clock (and a tracked twin's) one epoch."""

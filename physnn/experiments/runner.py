@@ -20,7 +20,7 @@ from ..data import DATASETS, Dataset
 from ..train.averaging import WeightAverage
 from ..train.flops import FlopMeter
 from ..train.ledger import PeakMemory, run_ledger
-from ..train.methods import Trainer
+from ..train.methods import Trainer, evaluation
 from ..train.methods import make_trainer as make_rule_trainer
 from ..train.network import Block, PhysicalNetwork
 from ..train.readout import LinearReadout, neutral_features
@@ -202,7 +202,8 @@ class TrainSession:
         t, data = self.cfg.train, self.data
         train_acc = test_acc = math.nan
         linear: dict[str, Any] = {}
-        with self.average.swapped_in() if self.average is not None else nullcontext():
+        average = self.average.swapped_in() if self.average is not None else nullcontext()
+        with average, evaluation(self.trainer, self.net):
             if t.readout in ("goodness", "both"):
                 self.y_pred = self.trainer.predict(data.x_test)
                 test_acc = (self.y_pred == data.y_test).float().mean().item()

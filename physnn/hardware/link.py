@@ -287,6 +287,11 @@ class Link:
         self._ready = False
         self._port().hello = None
 
+    @property
+    def board_measured(self) -> int:
+        """The board's running count of measured samples on this channel, as the host keeps it."""
+        return (self._board_base or 0) + self._completed
+
     def counts_from(self, measured: int) -> None:
         """The board's running count continues from ``measured`` (a restored state), so
         the duplicate and state-loss checks of later batches compare with that."""

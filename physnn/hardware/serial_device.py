@@ -17,7 +17,8 @@ serves all blocks of a network.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -321,6 +322,21 @@ class SerialDevice(Device):
             "%s: resumed from a checkpoint, but %s: the resumed run continues from the board's "
             "current state (its noise streams and counters), so it is not bit-identical to an "
             "uninterrupted run", self.name, why)
+
+    @contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Evaluation that leaves training's noise alone. The board's noise lives on the
+        board: one with ``Cap.STATE`` has its state saved before and put back after, as a
+        simulator's streams are (its count of measured samples keeps the evaluation's). A
+        board without it (the AVR firmware) serves evaluation from training's own noise, so
+        there the evaluation schedule does change training (docs/hardware.md)."""
+        saved = board_state.save(self.link) if self.link.port is not None else None
+        try:
+            with super().evaluating():
+                yield
+        finally:  # the noise goes back; the count keeps what evaluation measured
+            if saved is not None:
+                board_state.restore(self.link, self.link.board_measured, saved[1])
 
     # -- the contract ---------------------------------------------------------------------
     def validate(self, x: Any) -> torch.Tensor:

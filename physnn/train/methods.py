@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 import torch
@@ -65,6 +66,11 @@ class RuleConfig(Protocol):
     ff_threshold: float
     pat_twin: Any
     pat_mismatch: float
+
+
+def evaluation(trainer: Trainer, net: PhysicalNetwork) -> AbstractContextManager[None]:
+    """The network's devices and the trainer's twins (PAT's) on their evaluation streams."""
+    return net.evaluating(getattr(trainer, "twin_devices", ()))
 
 
 def _gen(seed: int) -> torch.Generator:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from typing import overload
 
 import torch
@@ -101,6 +101,18 @@ class PhysicalNetwork(nn.Module):
     def devices(self) -> list[Device]:
         """Every block's device, in order (what the ledger and the run log account)."""
         return [b.device for b in self.blocks]
+
+    @contextmanager
+    def evaluating(self, also: Iterable[Device] = ()) -> Iterator[None]:
+        """Every device (and ``also``: a trainer's twins) on its evaluation noise streams.
+
+        What the runners wrap each evaluation in, so that when and how often a run evaluates
+        never changes the noise its training draws (``Device.evaluating``).
+        """
+        with ExitStack() as stack:
+            for d in (*self.devices, *also):
+                stack.enter_context(d.evaluating())
+            yield
 
     def forward(self, x: torch.Tensor, flops: FlopMeter | None = None) -> list[torch.Tensor]:
         """Block outputs ``h_k`` for input ``x``; digital FLOPs go to ``flops`` as ``eval``."""
