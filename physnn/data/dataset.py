@@ -108,6 +108,9 @@ class Dataset:
     class_names: list[str]
     label_slots: int = 0
     """Leading input entries reserved (zero) for the label overlay."""
+    image_shape: tuple[int, int] | None = None
+    """(rows, columns) when the entries after the label slots are an image, row by row (what
+    unsupervised PhyLL's hybrid negatives need); None for feature vectors."""
 
     @property
     def label_width(self) -> int:
@@ -139,10 +142,9 @@ class Dataset:
 
     def to(self, device: torch.device | str) -> Dataset:
         """The same data set on ``device`` (lazy features build their batches there)."""
-        return Dataset(
-            self.name, self.x_train.to(device), self.y_train.to(device),
-            self.x_test.to(device), self.y_test.to(device), self.n_classes,
-            self.class_names, self.label_slots,
+        return dataclasses.replace(
+            self, x_train=self.x_train.to(device), y_train=self.y_train.to(device),
+            x_test=self.x_test.to(device), y_test=self.y_test.to(device),
         )
 
 
@@ -180,6 +182,7 @@ def make_dataset(
     pad_to: int | None = None,
     impute_missing: bool = False,
     split: tuple[np.ndarray, np.ndarray] | None = None,
+    image_shape: tuple[int, int] | None = None,
 ) -> Dataset:
     """Split, scale features to [0, 1] with training statistics, reserve label slots, pad.
 
@@ -208,6 +211,8 @@ def make_dataset(
     or a given split, see ``physnn.data.load_table``); None (default) splits with
     ``stratified_split(y, test_fraction, seed)``, so two loaders that pass the same rows in
     the same order get the same split.
+
+    ``image_shape``: (rows, columns) when each row of ``x`` is an image (``Dataset.image_shape``).
     """
     if scaling not in SCALINGS:
         raise ValueError(f"unknown scaling {scaling!r}; allowed: {', '.join(SCALINGS)}")
@@ -228,7 +233,11 @@ def make_dataset(
     xs = _layout(name, xs, slots, pad_to)
     xt = torch.as_tensor(xs, dtype=torch.float32)
     yt = torch.as_tensor(y, dtype=torch.long)
-    return Dataset(name, xt[train], yt[train], xt[test], yt[test], n_classes, class_names, slots)
+    if image_shape is not None and image_shape[0] * image_shape[1] != x.shape[1]:
+        raise ValueError(f"{name}: image_shape {image_shape} does not cover the {x.shape[1]} "
+                         "features of a row")
+    return Dataset(name, xt[train], yt[train], xt[test], yt[test], n_classes, class_names, slots,
+                   image_shape)
 
 
 def _impute(name: str, x: np.ndarray, train: np.ndarray, impute_missing: bool) -> np.ndarray:

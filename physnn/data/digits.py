@@ -15,4 +15,5 @@ def load_digits(
     return make_dataset(
         "digits", d.data, d.target, [str(i) for i in range(10)],
         test_fraction=test_fraction, seed=seed, reserve_label_slots=reserve_label_slots,
+        image_shape=(8, 8),
     )

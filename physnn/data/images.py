@@ -233,11 +233,12 @@ def _image_dataset(
     if layout == "slm" and not reserve_label_slots:
         raise ValueError(f"{name}: layout 'slm' always reserves its label rows")
     slots = (frame.label_slots if layout == "slm" else len(classes)) if reserve_label_slots else 0
+    (h, w), n = frame.shape, len(classes)
     return Dataset(
         name,
         _features(xi, layout, slots, frame), torch.as_tensor(yi),
         _features(xt, layout, slots, frame), torch.as_tensor(yt),
-        len(classes), classes, slots,
+        n, classes, slots, (h - n, w) if layout == "slm" else frame.image_shape,
     )
 
 

@@ -47,7 +47,14 @@ class TrainConfig(LocalRuleSettings):
     """``[train]``: the learning rule, its schedule and how a run is evaluated."""
 
     method: str = "phyll"
-    """The learning rule: phyll, ff, pat or backprop (``physnn.train.methods.METHODS``)."""
+    """The learning rule: phyll, phyll-unsupervised, ff, pat or backprop
+    (``physnn.train.methods.METHODS``)."""
+    negatives: str = "auto"
+    """phyll-unsupervised's label-free negatives: auto (hybrid for images, else shuffle),
+    hybrid, shuffle or mix (``physnn.train.negatives``)."""
+    directions: int = 1
+    """phyll-unsupervised: fixed goodness directions per block (goodness = the best cosine
+    over them); 1 = the block's one ``zeta``, as supervised PhyLL."""
     epochs: int = 60
     eval_every: int = 5
     """Evaluate every this many epochs (and always after the last)."""
@@ -283,6 +290,7 @@ RANGES: dict[str, Allowed] = {
     "train.epochs": _COUNT,
     "train.eval_every": _COUNT,
     "train.ff_threshold": _POSITIVE,
+    "train.directions": _COUNT,
     "train.pat_mismatch": Allowed(0, 1),
     "train.digital_j_per_flop": Allowed(0),
     "train.average": Allowed(
@@ -315,6 +323,7 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
 def _check_values(cfg: ExperimentConfig) -> None:
     """The ranges and choices the types cannot say; the first problem, in one line."""
     from ..train.methods import METHODS  # the registry is the one list of learning rules
+    from ..train.negatives import NEGATIVES
 
     _check_ranges(cfg)
     t, methods = cfg.train, sorted(METHODS)
@@ -322,6 +331,11 @@ def _check_values(cfg: ExperimentConfig) -> None:
         (t.method in methods, f"train.method {t.method!r} is not available; allowed: {methods}"),
         (t.readout in READOUTS,
          f"train.readout must be one of {', '.join(READOUTS)}, got {t.readout!r}"),
+        (t.negatives in ("auto", *NEGATIVES),
+         f"train.negatives must be one of auto, {', '.join(NEGATIVES)}, got {t.negatives!r}"),
+        (t.method != "phyll-unsupervised" or t.readout == "linear",
+         "train.method 'phyll-unsupervised' is scored by the linear read-out only; set "
+         f"train.readout = 'linear' (got {t.readout!r})"),
         (
             not isinstance(t.label_amplitude, str) or t.label_amplitude == "batch_max",
             f"train.label_amplitude must be a number or 'batch_max', got {t.label_amplitude!r}",
@@ -461,11 +475,25 @@ def run_label(name: str, assignments: list[str], label: str | None = None) -> st
 
 
 def apply_overrides(cfg: ConfigSource, assignments: list[str]) -> ExperimentConfig:
-    """``cfg`` with ``section.key=value`` strings applied in order (what ``--set`` does)."""
+    """``cfg`` with ``section.key=value`` strings applied in order (what ``--set`` does).
+
+    The config is checked once, with every assignment in place, so settings that only make
+    sense together (``train.method`` and ``train.readout``) can be given in any order.
+    """
     out = load_config(cfg)
+    changes: dict[str, Any] = {}
     for item in assignments:
-        out = out.merged(parse_assignment(item))
-    return out
+        _update_nested(changes, parse_assignment(item))
+    return out.merged(changes) if changes else out
+
+
+def _update_nested(into: dict[str, Any], new: dict[str, Any]) -> None:
+    """Deep update of plain nested dicts: a later value of the same key wins."""
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _update_nested(into[key], value)
+        else:
+            into[key] = value
 
 
 DEFAULTS = ExperimentConfig().to_dict()

@@ -278,6 +278,9 @@ def run_continual(
     (as an interruption would).
     """
     method, _ = parse_arm(arm)
+    if method == "phyll-unsupervised":
+        raise ValueError("physnn continual scores each epoch by the rule's own predictions; "
+                         "phyll-unsupervised has none (train it with 'physnn train')")
     cfg = load_config(config).merged(  # checked like any config value: 1.5 is refused
         {"train": {"method": method}, **({} if seed is None else {"seed": seed})})
     check_torch_device(torch_device)

@@ -20,7 +20,7 @@ from ..data import DATASETS, Dataset
 from ..train.averaging import WeightAverage
 from ..train.flops import FlopMeter
 from ..train.ledger import PeakMemory, run_ledger
-from ..train.methods import Trainer, evaluation
+from ..train.methods import Trainer, evaluation, uses_labels
 from ..train.methods import make_trainer as make_rule_trainer
 from ..train.network import Block, PhysicalNetwork
 from ..train.readout import LinearReadout, neutral_features
@@ -103,9 +103,10 @@ def map_into_domain(data: Dataset, domain: Domain) -> Dataset:
 
 
 def make_trainer(cfg: ConfigSource, net: PhysicalNetwork, n_classes: int, seed: int,
-                 label_width: int = 1) -> Trainer:
+                 label_width: int = 1, image_shape: tuple[int, int] | None = None) -> Trainer:
     """The learning rule ``cfg.train.method`` names, for ``net`` (see physnn.train.methods)."""
-    return make_rule_trainer(load_config(cfg).train, net, n_classes, seed, label_width)
+    return make_rule_trainer(load_config(cfg).train, net, n_classes, seed, label_width,
+                             image_shape)
 
 
 def check_torch_device(name: str) -> None:
@@ -174,7 +175,8 @@ class TrainSession:
         self.net = build_network(cfg, self.raw.n_features, seed, torch_device)
         self.data = map_into_domain(self.raw, self.net.blocks[0].device.spec.domain)
         self.trainer: Trainer = make_rule_trainer(
-            cfg.train, self.net, self.data.n_classes, seed, self.data.label_width
+            cfg.train, self.net, self.data.n_classes, seed, self.data.label_width,
+            self.data.image_shape,
         )
         decay = cfg.train.average
         self.average = WeightAverage(self.trainer.digital_modules(), decay) if decay else None
@@ -195,6 +197,11 @@ class TrainSession:
             domain = self.net.blocks[0].device.spec.domain
             self.reference = references(self.cfg, self.raw, self.data, domain, self.seed,
                                         self.progress)
+            if not uses_labels(self.trainer):  # what the physics gives before any training
+                with evaluation(self.trainer, self.net):
+                    untrained = linear_readout(self.net, self.data, 0.0, self.trainer.flops)
+                self.reference["linear_readout_untrained_test_acc"] = untrained[
+                    "test_acc_linear"]
         self.memory.start()  # the ledger's peak memory of this run
 
     def _evaluate(self) -> tuple[float, float, dict[str, Any]]:
@@ -211,7 +218,8 @@ class TrainSession:
                     y_fit = self.trainer.predict(data.x_train)
                     train_acc = (y_fit == data.y_train).float().mean().item()
             if t.readout in ("linear", "both"):
-                linear = linear_readout(self.net, data, t.label_amplitude, self.trainer.flops)
+                amplitude = t.label_amplitude if uses_labels(self.trainer) else 0.0
+                linear = linear_readout(self.net, data, amplitude, self.trainer.flops)
                 y_lin = linear.pop("y_pred")
                 if t.readout == "linear":
                     test_acc, self.y_pred = linear["test_acc_linear"], y_lin

@@ -14,7 +14,8 @@ from .config import ConfigSource, apply_overrides, run_label
 from .jobs import Executor, Job, run_jobs
 from .runner import RunResult, check_torch_device, run
 
-RULE_NAMES = {"phyll": "PhyLL", "ff": "FF", "pat": "PAT", "backprop": "backprop"}
+RULE_NAMES = {"phyll": "PhyLL", "phyll-unsupervised": "unsupervised PhyLL", "ff": "FF",
+              "pat": "PAT", "backprop": "backprop"}
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -49,12 +50,20 @@ class Summary:
         """Logistic regression on the same splits, mean and sample std."""
         return self._stats("reference_acc")
 
+    def _per_seed(self, key: str) -> list[float]:
+        """Reference ``key`` of every seed (empty unless every run has it)."""
+        out = [float(r.record["reference"][key]) for r in self.results if key in r.record["reference"]]
+        return out if len(out) == len(self.results) else []
+
     @property
     def quantised_reference_acc(self) -> list[float]:
         """Logistic regression on the device-quantised inputs per seed (empty without levels)."""
-        key = "logistic_regression_quantised_test_acc"
-        out = [float(r.record["reference"][key]) for r in self.results if key in r.record["reference"]]
-        return out if len(out) == len(self.results) else []
+        return self._per_seed("logistic_regression_quantised_test_acc")
+
+    @property
+    def untrained_readout_acc(self) -> list[float]:
+        """The linear read-out on the untrained blocks per seed (label-free rules only)."""
+        return self._per_seed("linear_readout_untrained_test_acc")
 
     def as_dict(self) -> dict[str, Any]:
         """Per-seed and summary figures, for ``summary.json``."""
@@ -67,6 +76,11 @@ class Summary:
             **(
                 {"logistic_regression_quantised_test_acc": self.quantised_reference_acc}
                 if self.quantised_reference_acc
+                else {}
+            ),
+            **(
+                {"linear_readout_untrained_test_acc": self.untrained_readout_acc}
+                if self.untrained_readout_acc
                 else {}
             ),
             "test_acc_mean": self.test_acc[0],
@@ -123,6 +137,12 @@ class Summary:
             lines.append(
                 f"Logistic regression on the device's quantised inputs: {100 * qmu:.2f} ± "
                 f"{100 * qsd:.2f} %"
+            )
+        if self.untrained_readout_acc:
+            umu, usd = mean_std(self.untrained_readout_acc)
+            lines.append(
+                f"The same linear read-out on the untrained blocks (what the physics alone "
+                f"gives): {100 * umu:.2f} ± {100 * usd:.2f} %"
             )
         if self.linear_acc:
             lmu, lsd = mean_std(self.linear_acc)

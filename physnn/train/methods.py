@@ -22,9 +22,11 @@ from .backprop import Backprop, EndToEndSettings
 from .ff import FFSettings, ForwardForward
 from .flops import FlopMeter
 from .ledger import LedgerFlopMeter
+from .negatives import negative_generator
 from .network import PhysicalNetwork
 from .pat import PhysicsAware
 from .phyll import LocalRuleSettings, PhyLL, PhyLLSettings
+from .unsupervised import UnsupervisedPhyLL
 
 
 class Trainer(Protocol):
@@ -66,6 +68,8 @@ class RuleConfig(Protocol):
     ff_threshold: float
     pat_twin: Any
     pat_mismatch: float
+    negatives: str
+    directions: int
 
 
 def evaluation(trainer: Trainer, net: PhysicalNetwork) -> AbstractContextManager[None]:
@@ -87,16 +91,27 @@ def _local_settings(t: RuleConfig, n_classes: int, label_width: int) -> dict[str
 
 
 def _phyll(t: RuleConfig, net: PhysicalNetwork, n_classes: int, seed: int,
-           label_width: int = 1) -> PhyLL:
+           label_width: int = 1, image_shape: tuple[int, int] | None = None) -> PhyLL:
     trainer = PhyLL(net, PhyLLSettings(**_local_settings(t, n_classes, label_width)), _gen(seed))
     trainer.flops = LedgerFlopMeter()  # the same FLOP counting as every other rule
     return trainer
 
 
 def _ff(t: RuleConfig, net: PhysicalNetwork, n_classes: int, seed: int,
-        label_width: int = 1) -> ForwardForward:
+        label_width: int = 1, image_shape: tuple[int, int] | None = None) -> ForwardForward:
     s = FFSettings(**_local_settings(t, n_classes, label_width), threshold=t.ff_threshold)
     return ForwardForward(net, s, _gen(seed))
+
+
+def _unsupervised(t: RuleConfig, net: PhysicalNetwork, n_classes: int, seed: int,
+                  label_width: int = 1,
+                  image_shape: tuple[int, int] | None = None) -> UnsupervisedPhyLL:
+    s = PhyLLSettings(**_local_settings(t, n_classes, label_width))
+    negatives = negative_generator(t.negatives, image_shape)
+    trainer = UnsupervisedPhyLL(net, s, _gen(seed), negatives, image_shape,
+                                directions=t.directions, seed=seed)
+    trainer.flops = LedgerFlopMeter()
+    return trainer
 
 
 def _e2e(t: RuleConfig, n_classes: int) -> EndToEndSettings:
@@ -104,35 +119,45 @@ def _e2e(t: RuleConfig, n_classes: int) -> EndToEndSettings:
 
 
 def _backprop(t: RuleConfig, net: PhysicalNetwork, n_classes: int, seed: int,
-              label_width: int = 1) -> Backprop:
+              label_width: int = 1, image_shape: tuple[int, int] | None = None) -> Backprop:
     return Backprop(net, _e2e(t, n_classes), _gen(seed))
 
 
 def _pat(t: RuleConfig, net: PhysicalNetwork, n_classes: int, seed: int,
-         label_width: int = 1) -> PhysicsAware:
+         label_width: int = 1, image_shape: tuple[int, int] | None = None) -> PhysicsAware:
     return PhysicsAware(net, _e2e(t, n_classes), _gen(seed), twin=t.pat_twin, mismatch=t.pat_mismatch)
 
 
 Factory = Callable[..., Trainer]
-"""``(train_config, net, n_classes, seed, label_width=1) -> Trainer``."""
+"""``(train_config, net, n_classes, seed, label_width=1, image_shape=None) -> Trainer``."""
 
 METHODS: dict[str, Factory] = {
     "phyll": _phyll,
+    "phyll-unsupervised": _unsupervised,
     "ff": _ff,
     "pat": _pat,
     "backprop": _backprop,
 }
-"""Learning rules by ``train.method``; model-free: phyll, ff; needing a model: pat, backprop."""
+"""Learning rules by ``train.method``; model-free: phyll, phyll-unsupervised (no labels), ff;
+needing a model: pat, backprop."""
 
 
 def make_trainer(
-    train: RuleConfig, net: PhysicalNetwork, n_classes: int, seed: int, label_width: int = 1
+    train: RuleConfig, net: PhysicalNetwork, n_classes: int, seed: int, label_width: int = 1,
+    image_shape: tuple[int, int] | None = None,
 ) -> Trainer:
     """The trainer ``train.method`` names, for ``net`` (``train``: a config's ``[train]``).
 
     ``label_width``: inputs per class in the label overlay (``Dataset.label_width``); the
-    end-to-end rules overlay no label and ignore it.
+    end-to-end rules overlay no label and ignore it. ``image_shape``: the data's
+    (``Dataset.image_shape``), for label-free negatives that need one.
     """
     if train.method not in METHODS:
         raise ValueError(f"unknown train.method {train.method!r}; allowed: {sorted(METHODS)}")
-    return METHODS[train.method](train, net, n_classes, seed, label_width=label_width)
+    return METHODS[train.method](train, net, n_classes, seed, label_width=label_width,
+                                 image_shape=image_shape)
+
+
+def uses_labels(trainer: Trainer) -> bool:
+    """False for a rule trained without labels (scored by the linear read-out only)."""
+    return bool(getattr(trainer, "uses_labels", True))
