@@ -3,6 +3,7 @@
 from collections.abc import Callable
 
 from .._plugins import EntryPointRegistry
+from .audio import AudioDataset, load_hillenbrand_audio, speaker_split
 from .dataset import Dataset, LazyFeatures, make_dataset, stratified_split
 from .digits import load_digits
 from .images import SLMFrame, load_fashion_mnist, load_mnist, read_idx, read_idx_folder
@@ -23,6 +24,7 @@ DATASETS: EntryPointRegistry[Callable[..., Dataset]] = EntryPointRegistry(
     DATASET_ENTRY_POINT_GROUP, "data set", builtin={
         "digits": load_digits, "vowels": load_vowels, "mnist": load_mnist,
         "fashion-mnist": load_fashion_mnist, "table": load_table,
+        "hillenbrand-audio": load_hillenbrand_audio,
     },
 )
 """Every data set ``[data] name`` may pick (a read-only mapping name -> loader): physnn's own
@@ -36,6 +38,7 @@ def register_dataset(name: str, loader: Callable[..., Dataset], *, replace: bool
 
 
 __all__ = [
+    "AudioDataset",
     "DATASETS",
     "DATASET_ENTRY_POINT_GROUP",
     "SUBSETS",
@@ -44,6 +47,7 @@ __all__ = [
     "LazyFeatures",
     "SLMFrame",
     "load_fashion_mnist",
+    "load_hillenbrand_audio",
     "load_mnist",
     "load_table",
     "read_idx",
@@ -57,6 +61,7 @@ __all__ = [
     "read_table",
     "read_token_list",
     "register_dataset",
+    "speaker_split",
     "stratified_split",
     "synthesize_vowel_table",
     "token_rows",

@@ -37,10 +37,19 @@ Units: SI (pressure in Pa). ``dx`` and ``c`` set the physical scale; ``courant =
 must stay below the 2-D stability limit ``1 / sqrt(2)`` (``1 / sqrt(2 (1 + 2 tau / dt))``
 with viscous absorption). Default: a 20 x 20 cell (40 cm) cavity, dx = 2 cm, dt = 35 us,
 20 tones on 1.1-3.2 kHz, 4 microphones x 5 bins, 576 steps (20 ms) per query.
+
+The raw-audio mode, ``sim:acoustic-wave`` (``waveform.WaveformCavity``), drives the same
+grid and scheme with a waveform at a source and reads the time-integrated squared pressure
+at probes, with a design region of trainable wave speed (see ``waveform``).
 """
 
 from .cavity import AcousticCavity
 from .config import CFL_LIMIT, P_REF_SPL, READOUT_UNITS, AcousticConfig
 from .plot import plot_layout
+from .wave_config import WaveformConfig
+from .waveform import WaveformCavity
 
-__all__ = ["CFL_LIMIT", "P_REF_SPL", "READOUT_UNITS", "AcousticCavity", "AcousticConfig", "plot_layout"]
+__all__ = [
+    "CFL_LIMIT", "P_REF_SPL", "READOUT_UNITS", "AcousticCavity", "AcousticConfig",
+    "WaveformCavity", "WaveformConfig", "plot_layout",
+]

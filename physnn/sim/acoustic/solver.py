@@ -12,6 +12,7 @@ iterates to convergence, reading the step size on the host each iteration).
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import torch
 
@@ -27,6 +28,24 @@ State = tuple[torch.Tensor, ...]
 """``p, vx, vy, xm, um, acc, div``: pressure, face velocities (stored as
 ``w = -courant rho c v``), membrane displacement and its last step, the read-out sums and
 ``D w^{n-1/2}``."""
+
+
+class FieldTables(Protocol):
+    """What one step of the field alone reads (``Scheme.field_step``): ``Tables`` has it, and
+    so does the raw-audio mode's table (``waveform``), whose ``b`` carries the design region's
+    wave speed."""
+
+    cx: torch.Tensor
+    """Coefficient of the vertical faces (``courant^2``, 0 where a face touches a solid)."""
+    cy: torch.Tensor
+    """Coefficient of the horizontal faces."""
+    a: torch.Tensor
+    """Semi-implicit loss factor of the pressure update (grid without its ghost rows)."""
+    b: torch.Tensor
+    """Factor of the divergence in the pressure update (times ``(c / c0)^2`` where the wave
+    speed ``c`` differs from the background ``c0``)."""
+    lossless: bool
+    """True when ``a = b = 1`` on every fluid cell (the update skips both products)."""
 
 
 class Tables:
@@ -132,8 +151,19 @@ class Scheme:
                 acc = self._read(tb, p, acc, k, grad)
         return p, vx, vy, xm, um, acc, div
 
+    def field_step(
+        self, tb: FieldTables, p: torch.Tensor, vx: torch.Tensor, vy: torch.Tensor,
+        div: torch.Tensor, kappa: float, bufs: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One leapfrog step of the field alone (no sources, membranes or read-out): face
+        velocities to ``n + 1/2``, then ``p^{n+1}``; returns ``p, vx, vy, div``. In place
+        into ``bufs`` (see ``advance``) when given, out of place for autograd when None."""
+        vx, vy = self._velocities(tb, p, vx, vy, div, kappa, bufs)
+        p, div = self._pressure(tb, p, vx, vy, div, bufs is None)
+        return p, vx, vy, div
+
     def _velocities(
-        self, tb: Tables, p: torch.Tensor, vx: torch.Tensor, vy: torch.Tensor, div: torch.Tensor,
+        self, tb: FieldTables, p: torch.Tensor, vx: torch.Tensor, vy: torch.Tensor, div: torch.Tensor,
         kappa: float, bufs: tuple[torch.Tensor, torch.Tensor] | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Viscous absorption: the gradient acts on ``p + kappa (p^n - p^{n-1})``."""
@@ -153,7 +183,7 @@ class Scheme:
         return vx, vy
 
     def _pressure(
-        self, tb: Tables, p: torch.Tensor, vx: torch.Tensor, vy: torch.Tensor, div: torch.Tensor,
+        self, tb: FieldTables, p: torch.Tensor, vx: torch.Tensor, vy: torch.Tensor, div: torch.Tensor,
         grad: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``p^{n+1}`` from the divergence of the face velocities, with the losses."""
