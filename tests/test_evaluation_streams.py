@@ -73,7 +73,7 @@ def test_eval_every_changes_what_is_measured_never_what_is_learned(
     finals, records = [], []
     for every in (1, 200):
         cfg = copy.deepcopy(tiny_config)
-        cfg["train"].update(epochs=3, eval_every=every, method=method, readout=readout,
+        cfg["train"].update(epochs=2, eval_every=every, method=method, readout=readout,
                             eval_train=True)
         path = tmp_path / f"every{every}.h5"
         records.append(run(cfg, path, progress=False).record)

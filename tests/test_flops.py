@@ -93,3 +93,20 @@ def test_a_resumed_meter_rebuilds_its_cache_and_keeps_the_totals() -> None:
         with c.count("train", signature(x)):
             lin(x).square().sum().backward()
     assert c.state_dict() == a.state_dict() and c.measurements == 1
+
+
+def test_the_read_out_is_charged_its_evaluations() -> None:
+    """The read-out's fit charges each loss-and-gradient evaluation; counting every op of
+    L-BFGS as well adds its vector updates, under 1 % at the digits read-out's size."""
+    from physnn.train.readout import LinearReadout
+
+    g = torch.Generator().manual_seed(0)
+    f, y = torch.randn(1400, 64, generator=g), torch.randint(0, 10, (1400,), generator=g)
+    cached, everything = FlopMeter(), FlopMeter()
+    fitted = LinearReadout(10).fit(f, y, cached)
+    with everything.count("readout"):
+        reference = LinearReadout(10).fit(f, y)
+    assert torch.equal(fitted.weight, reference.weight)  # counting changes nothing computed
+    assert cached.measurements == 1  # one evaluation counted, the others charged from it
+    total = everything.totals["readout"]
+    assert 0.99 * total <= cached.totals["readout"] <= total
