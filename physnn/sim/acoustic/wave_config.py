@@ -115,6 +115,15 @@ class WaveformConfig:
     the source's volume velocity ``q(t) = volume_velocity * x(t)``."""
     tail_s: float = 0.0
     """Seconds the cavity keeps running after the waveform ends (its echo still counts)."""
+    label_tones: list[float] = field(default_factory=list)
+    """Frequencies (Hz) of label tones; ``[]`` = none. With ``L`` of them the first ``L``
+    inputs are not samples but the amplitudes of Hann-windowed tone bursts at these
+    frequencies, summed and played for ``label_s`` seconds before the waveform (the other
+    ``n_in - L`` inputs): a label PhyLL overlays on the first inputs becomes a tone burst
+    of its class's frequency. Each must be below ``0.42 sample_rate`` (the resampler's
+    pass band)."""
+    label_s: float = 0.01
+    """Length of the label tone burst in seconds (only with ``label_tones``)."""
     readout: str = "energy"
     """``energy``: ``sum_n p_probe^2 dt`` in Pa^2 s; ``fraction``: each probe's share of the
     probes' total (sums to 1: the class scores of a wavetorch classifier)."""
@@ -169,6 +178,7 @@ class WaveformConfig:
             raise ValueError(f"{NAME}: sponge_cells={self.sponge_cells} does not fit grid {self.grid}")
         self.n_scatterers = whole_number(f"{NAME}: n_scatterers", self.n_scatterers, lo=0)
         self.checkpoint_steps = whole_number(f"{NAME}: checkpoint_steps", self.checkpoint_steps, lo=0)
+        self._check_label_tones()
         rng = self.speed_range if self.speed_range is not None else [self.c / 2, self.c]
         ok = isinstance(rng, list | tuple) and len(rng) == 2
         for v in rng if ok else []:
@@ -176,6 +186,38 @@ class WaveformConfig:
         if not ok or not rng[0] <= rng[1]:
             raise ValueError(f"{NAME}: speed_range must be [lo, hi] with 0 < lo <= hi, got {rng!r}")
         self.speed_range = [float(rng[0]), float(rng[1])]
+
+    def _check_label_tones(self) -> None:
+        """``label_tones``: a list of frequencies inside the pass band, fewer than ``n_in``."""
+        tones = self.label_tones
+        if not isinstance(tones, list | tuple):
+            raise ValueError(f"{NAME}: label_tones must be a list of frequencies (Hz), got {tones!r}")
+        top = 0.42 * self.sample_rate
+        for f in tones:
+            finite_number(f"{NAME}: label_tones", f, lo=0, strict=True)
+            if f >= top:
+                raise ValueError(f"{NAME}: label_tones {f!r} Hz is above the pass band (0.42 "
+                                 f"sample_rate = {top:g} Hz)")
+        self.label_tones = [float(f) for f in tones]
+        if len(self.label_tones) >= self.n_in:
+            raise ValueError(f"{NAME}: {len(self.label_tones)} label_tones leave no waveform "
+                             f"samples of the n_in={self.n_in} inputs")
+        finite_number(f"{NAME}: label_s", self.label_s, lo=0, strict=True)
+
+    @property
+    def n_label(self) -> int:
+        """Inputs that are label-tone amplitudes (the first ``len(label_tones)``)."""
+        return len(self.label_tones)
+
+    @property
+    def label_samples(self) -> int:
+        """Samples (at ``sample_rate``) of the label tone burst; 0 without label tones."""
+        return max(1, round(self.label_s * self.sample_rate)) if self.label_tones else 0
+
+    @property
+    def n_samples(self) -> int:
+        """Samples of the drive: the label burst, then the ``n_in - n_label`` waveform samples."""
+        return self.label_samples + self.n_in - self.n_label
 
     @property
     def c_max(self) -> float:
@@ -202,8 +244,8 @@ class WaveformConfig:
 
     @property
     def duration_s(self) -> float:
-        """Seconds one query runs: the waveform, then ``tail_s``."""
-        return self.n_in / self.sample_rate + self.tail_s
+        """Seconds one query runs: the label burst (if any), the waveform, then ``tail_s``."""
+        return self.n_samples / self.sample_rate + self.tail_s
 
     @property
     def steps(self) -> int:

@@ -38,6 +38,15 @@ A query clamps the speed into ``speed_range`` (stability does not depend on the 
 ``describe()`` writes the current speed as ``design_speed``: ``make_device`` rebuilds the
 trained cavity.
 
+Label tones. With ``label_tones`` (Hz) the first ``len(label_tones)`` inputs are not samples
+but the amplitudes of Hann-windowed tone bursts played for ``label_s`` seconds before the
+waveform (``drive``): PhyLL's label, overlaid on those inputs, reaches the probes as a tone
+burst of its class (``docs/devices.md``, the raw-audio experiments).
+
+``trainable_tensors()`` is ``[wave_speed]`` and ``project_trainable()`` is ``project_speed``:
+``train.train_device`` trains the speed inside backprop's optimiser, and the device's
+``state_dict`` carries it, so a checkpoint resumes it.
+
 Memory. ``device(x)`` (no autograd) runs in place on the grid's fields: it keeps the field,
 one chunk of the resampled drive and the running sums, never the time history, so memory
 does not depend on ``T``. ``forward_with_grad`` records the steps for autograd (memory grows
@@ -99,6 +108,16 @@ class WaveTables:
                           self.probe_idx, self.probe_w, self.design_idx)
 
 
+def label_bursts(cfg: WaveformConfig) -> torch.Tensor:
+    """``[n_label, label_samples]``: a Hann-windowed sine of each label tone (peak 1), at
+    ``sample_rate`` (float64; ``[0, 0]`` without label tones)."""
+    n = cfg.label_samples
+    t = torch.arange(n, dtype=torch.float64)
+    window = torch.sin(torch.pi * (t + 0.5) / max(n, 1)).square()
+    f = torch.tensor(cfg.label_tones, dtype=torch.float64).unsqueeze(1)
+    return window * torch.sin(2 * torch.pi * f * t / cfg.sample_rate)
+
+
 class WaveformCavity(Device):
     """``sim:acoustic-wave``: waveforms ``[B, n_in]`` in [-1, 1] -> probe energies
     ``[B, n_probes]`` (see the module docstring for the physics, the design region and
@@ -117,7 +136,9 @@ class WaveformCavity(Device):
             text = str(e).replace("speakers:", "source:").replace("microphones:", "probes:")
             raise ValueError(f"{NAME}: {text}") from None
         self.scheme = Scheme(cavity, self.geometry, NAME)
-        self.resampler = Resampler(cfg.sample_rate, cfg.time_step, cfg.n_in)
+        self.resampler = Resampler(cfg.sample_rate, cfg.time_step, cfg.n_samples)
+        self.label_bursts = label_bursts(cfg)
+        """``[n_label, label_samples]`` float64: each label tone's burst at ``sample_rate``."""
         self.output_effects: list[Effect] = make_effects(cfg.noise)
         spec = DeviceSpec(
             name=NAME, n_in=cfg.n_in, n_out=cfg.n_probes, domain=Domain(-1.0, 1.0),
@@ -192,7 +213,26 @@ class WaveformCavity(Device):
         with torch.no_grad():
             self.wave_speed.clamp_(lo, hi)
 
+    def trainable_tensors(self) -> list[torch.Tensor]:
+        """``[wave_speed]`` (``[]`` without a design region): what ``train.train_device``
+        trains (see ``Device.trainable_tensors``)."""
+        return [self.wave_speed] if self.wave_speed.numel() else []
+
+    def project_trainable(self) -> None:
+        """``project_speed``: the speed back into ``speed_range`` after an optimiser step."""
+        self.project_speed()
+
     # -- the time loop -----------------------------------------------------------------------
+    def drive(self, x: torch.Tensor) -> torch.Tensor:
+        """The waveform a query plays, ``[B, n_samples]``: the label tones' burst (amplitudes
+        ``x[:, :n_label]``), then the samples ``x[:, n_label:]``; ``x`` itself without label
+        tones (differentiable)."""
+        n = self.config.n_label
+        if not n:
+            return x
+        burst = x[:, :n] @ self.label_bursts.to(device=x.device, dtype=x.dtype)
+        return torch.cat([burst, x[:, n:]], 1)
+
     def simulate(self, x: torch.Tensor, *, trace: bool = False) -> dict[str, torch.Tensor]:
         """Run one query's time loop on waveforms ``x [B, n_in]`` (no validation, accounting
         or noise; differentiable when autograd is on).
@@ -205,6 +245,7 @@ class WaveformCavity(Device):
         tb = self._tab(x.device, x.dtype)
         grad = torch.is_grad_enabled() and (x.requires_grad or self.wave_speed.requires_grad)
         with torch.set_grad_enabled(grad):
+            x = self.drive(x)
             tb = tb.with_speed(self.speed_ratio2(x.device, x.dtype))
             state = self._initial_state(x.shape[0], x.device, x.dtype)
             traces: list[torch.Tensor] | None = [] if trace else None
