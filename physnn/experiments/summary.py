@@ -24,6 +24,11 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
 
 
+def _percent(value: float) -> str:
+    """``12.34 %``, or ``n/a`` for a figure the run did not measure (NaN)."""
+    return "n/a" if np.isnan(value) else f"{100 * value:.2f} %"
+
+
 @dataclass
 class Summary:
     """Several seeds of one config: the numbers a paper would report."""
@@ -121,7 +126,7 @@ class Summary:
         for r in self.results:
             m = r.record["metrics"]
             lines.append(
-                f"| {r.record['seed']} | {100 * r.test_acc:.2f} % | {100 * r.train_acc:.2f} % | "
+                f"| {r.record['seed']} | {100 * r.test_acc:.2f} % | {_percent(r.train_acc)} | "
                 f"{100 * r.reference_acc:.2f} % | {int(np.sum(m['train_queries'])):,} | "
                 f"{r.record['wall_time_s']:.1f} |"
             )
