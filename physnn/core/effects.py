@@ -229,7 +229,7 @@ class NonIdealDevice(Device):
 
     @contextmanager
     def evaluating(self) -> Iterator[None]:
-        """Evaluation streams for the wrapper's effects and for the inner device."""
+        """The wrapper's effects and the inner device both measure on a copy of their noise."""
         with super().evaluating(), self.inner.evaluating():
             yield
 

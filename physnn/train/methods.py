@@ -75,7 +75,8 @@ class RuleConfig(Protocol):
 
 
 def evaluation(trainer: Trainer, net: PhysicalNetwork) -> AbstractContextManager[None]:
-    """The network's devices and the trainer's twins (PAT's) on their evaluation streams."""
+    """The network's devices and the trainer's twins (PAT's) measuring on a copy of their
+    noise streams, put back afterwards (``Device.evaluating``)."""
     return net.evaluating(getattr(trainer, "twin_devices", ()))
 
 

@@ -104,7 +104,7 @@ class PhysicalNetwork(nn.Module):
 
     @contextmanager
     def evaluating(self, also: Iterable[Device] = ()) -> Iterator[None]:
-        """Every device (and ``also``: a trainer's twins) on its evaluation noise streams.
+        """Every device (and ``also``: a trainer's twins) measuring on a copy of its noise.
 
         What the runners wrap each evaluation in, so that when and how often a run evaluates
         never changes the noise its training draws (``Device.evaluating``).
