@@ -347,7 +347,7 @@ class Link:
         if self.shape is not None and (reply.n_in, reply.n_out) != self.shape:
             raise SerialLinkError(f"{self.port_name}: the board's device changed its shape")
         self.shape = (reply.n_in, reply.n_out)
-        expected = (self._board_base or 0) + self._completed
+        expected = self.board_measured
         if self._board_base is None:
             self._board_base = reply.measured - self._completed
         elif reply.measured < expected:

@@ -118,13 +118,13 @@ def _unsupervised(t: RuleConfig, net: PhysicalNetwork, n_classes: int, seed: int
 
 
 def _e2e(t: RuleConfig, n_classes: int) -> EndToEndSettings:
-    return EndToEndSettings(n_classes=n_classes, lr=t.lr, batch_size=t.batch_size)
+    return EndToEndSettings(n_classes=n_classes, lr=t.lr, batch_size=t.batch_size,
+                            train_device=t.train_device, device_lr=t.device_lr)
 
 
 def _backprop(t: RuleConfig, net: PhysicalNetwork, n_classes: int, seed: int,
               label_width: int = 1, image_shape: tuple[int, int] | None = None) -> Backprop:
-    s = dataclasses.replace(_e2e(t, n_classes), train_device=t.train_device, device_lr=t.device_lr)
-    return Backprop(net, s, _gen(seed))
+    return Backprop(net, _e2e(t, n_classes), _gen(seed))
 
 
 def _pat(t: RuleConfig, net: PhysicalNetwork, n_classes: int, seed: int,
