@@ -35,6 +35,9 @@ WAVE_READOUT_UNITS = {
 }
 """The read-outs ``readout`` may choose, with their units."""
 
+GRADIENTS = ("adjoint", "autograd")
+"""How ``forward_with_grad`` differentiates the time loop (``WaveformConfig.gradient``)."""
+
 MAX_STEPS = 50_000_000
 """Most time steps one query may run (a typo in ``sample_rate`` or ``dx`` is refused
 before a query runs for hours)."""
@@ -127,9 +130,14 @@ class WaveformConfig:
     readout: str = "energy"
     """``energy``: ``sum_n p_probe^2 dt`` in Pa^2 s; ``fraction``: each probe's share of the
     probes' total (sums to 1: the class scores of a wavetorch classifier)."""
+    gradient: str = "adjoint"
+    """How ``forward_with_grad`` differentiates the time loop: ``adjoint`` (the loop run
+    backwards with its operators transposed, ``wave_adjoint``: one in-place pass, memory
+    ``[steps, batch, probes + design cells]``) or ``autograd`` (every step recorded, the
+    reference the adjoint is tested against; ``checkpoint_steps`` bounds its memory)."""
     checkpoint_steps: int = 256
-    """With autograd on (``forward_with_grad``), store the state every this many steps and
-    recompute each segment in the backward pass (0 stores every step)."""
+    """With ``gradient = "autograd"``, store the state every this many steps and recompute
+    each segment in the backward pass (0 stores every step)."""
     source_power_w: float = 0.5
     """Electrical power of the source (for the energy accounting)."""
     noise: list[dict[str, Any]] = field(default_factory=list)
@@ -178,6 +186,8 @@ class WaveformConfig:
             raise ValueError(f"{NAME}: sponge_cells={self.sponge_cells} does not fit grid {self.grid}")
         self.n_scatterers = whole_number(f"{NAME}: n_scatterers", self.n_scatterers, lo=0)
         self.checkpoint_steps = whole_number(f"{NAME}: checkpoint_steps", self.checkpoint_steps, lo=0)
+        if self.gradient not in GRADIENTS:
+            raise ValueError(f"{NAME}: gradient must be one of {list(GRADIENTS)}, got {self.gradient!r}")
         self._check_label_tones()
         rng = self.speed_range if self.speed_range is not None else [self.c / 2, self.c]
         ok = isinstance(rng, list | tuple) and len(rng) == 2

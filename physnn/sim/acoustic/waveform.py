@@ -49,9 +49,12 @@ burst of its class (``docs/devices.md``, the raw-audio experiments).
 
 Memory. ``device(x)`` (no autograd) runs in place on the grid's fields: it keeps the field,
 one chunk of the resampled drive and the running sums, never the time history, so memory
-does not depend on ``T``. ``forward_with_grad`` records the steps for autograd (memory grows
-with ``T``); ``checkpoint_steps`` keeps only every segment's start and recomputes each
-segment in the backward pass.
+does not depend on ``T``. ``forward_with_grad`` differentiates by the adjoint loop
+(``gradient = "adjoint"``, ``wave_adjoint``): the same in-place loop forwards, keeping only
+the probes' pressure and the design cells' divergence at every step, and its transpose
+backwards, about 1.6 black-box queries for a forward and backward pass
+(``benchmarks/wave_gradient.py``). ``gradient = "autograd"`` records every step instead (the
+reference; memory grows with ``T``, ``checkpoint_steps`` bounds it).
 """
 
 from __future__ import annotations
@@ -244,6 +247,8 @@ class WaveformCavity(Device):
         """
         tb = self._tab(x.device, x.dtype)
         grad = torch.is_grad_enabled() and (x.requires_grad or self.wave_speed.requires_grad)
+        if grad and not trace and self.config.gradient == "adjoint":
+            return self._simulate_adjoint(tb, x)
         with torch.set_grad_enabled(grad):
             x = self.drive(x)
             tb = tb.with_speed(self.speed_ratio2(x.device, x.dtype))
@@ -266,6 +271,25 @@ class WaveformCavity(Device):
         if traces is not None:
             out["trace"] = torch.cat(traces, 1)
         return out
+
+    def _simulate_adjoint(self, tb: WaveTables, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``simulate`` with autograd on, differentiated by the adjoint loop (``wave_adjoint``):
+        the drive and the design cells' factor are computed here with autograd, the loop is
+        one node."""
+        from .wave_adjoint import adjoint_energies
+
+        x = self.drive(x)
+        ratio2 = self.speed_ratio2(x.device, x.dtype)
+        b_design = None if ratio2 is None else tb.b[tb.design_idx] * ratio2.flatten()
+        n_src = min(self.resampler.last_step(), self.config.steps)
+        span = 16 * CHUNK  # the resampler's band matrix stays small for long waveforms
+        u = torch.cat(
+            [self.resampler.values(x, a, min(a + span, n_src)) for a in range(0, n_src, span)]
+            or [x.new_zeros(x.shape[0], 0)], 1,
+        )
+        energy, p = adjoint_energies(self, tb, u, b_design)
+        h, w = self.config.grid
+        return {"energy": energy, "p": p.reshape(x.shape[0], h + 2, w + 2)[:, 1:-1, 1:-1]}
 
     def _initial_state(
         self, batch: int, device: torch.device, dtype: torch.dtype
@@ -328,6 +352,13 @@ class WaveformCavity(Device):
             tiny = torch.finfo(y.dtype).tiny
             y = y / (y.sum(1, keepdim=True) + tiny)
         return apply_effects(y, self.output_effects, self.generator(x.device))
+
+    def plot(self, fig: Any, x: torch.Tensor) -> bool:
+        """The cavity's pressure field for the first waveform of ``x`` (``wave_plot``)."""
+        from .wave_plot import plot_wave_field
+
+        plot_wave_field(self, fig, x[:1])
+        return True
 
     def describe(self) -> dict[str, Any]:
         """The resolved configuration, the design region's current speed as ``design_speed``
