@@ -1,13 +1,19 @@
-"""Plots of a run log: learning curves and the test confusion matrix, as PNG files."""
+"""Plots of a run log: learning curves, the first device and the test confusion matrix, as PNGs."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..core.atomic import save_figure_atomic
 from .runlog import read_run
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..core import Device
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
@@ -17,22 +23,63 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> 
     return cm
 
 
-def _plot_device(fig, description: dict) -> bool:
-    """Rebuild the first block's device from its stored description and let it draw itself."""
+WAVE_KIND = "sim:acoustic-wave"
+"""The raw-audio cavity: its device figure shows one of the run's own test recordings."""
+
+
+def _plot_device(fig: Any, rec: dict[str, Any]) -> bool:
+    """Rebuild the first block's device from its stored description and let it draw itself:
+    a few random inputs, or for ``sim:acoustic-wave`` one test recording of the run's data
+    (random when the recordings cannot be loaded), named in the figure's title."""
     import torch
 
     from ..core import make_device
 
+    description = rec["devices"][0]
     dev = make_device(description)
     dom = dev.spec.domain
     gen = torch.Generator().manual_seed(0)
     x = dom.from_unit(torch.rand(4, dev.spec.n_in, generator=gen))
-    return dev.plot(fig, x)
+    if description.get("kind") != WAVE_KIND:
+        return dev.plot(fig, x)
+    try:
+        x, title = _test_recording(dev, rec)
+    except Exception as e:  # the recordings are not shipped: a user's machine lacks them
+        reason = str(e).split(". ")[0].splitlines()[0][:100] if str(e) else type(e).__name__
+        x[:, : len(description.get("label_tones") or [])] = 0.0  # no label: neutral
+        title = f"field for a random input (the run's recordings could not be loaded: {reason})"
+    if not dev.plot(fig, x):
+        return False
+    fig.suptitle(f"{WAVE_KIND}: {title}")
+    return True
+
+
+def _test_recording(dev: Device, rec: dict[str, Any]) -> tuple[torch.Tensor, str]:
+    """The first test recording of the run's data set (rebuilt from the run log's config and
+    seed, mapped onto the device's domain as the runner does, label slots zero: no label)
+    and the words naming it; raises when the data cannot be loaded or do not fit."""
+    import torch
+
+    from .runner import load_data, map_into_domain
+
+    raw = load_data(rec["config"], int(rec.get("seed", 0)))
+    if raw.n_features != dev.spec.n_in:
+        raise ValueError(
+            f"the data have {raw.n_features} features, the device takes {dev.spec.n_in} inputs"
+        )
+    data = map_into_domain(raw, dev.spec.domain)
+    x = torch.as_tensor(data.x_test[:1]).to(torch.float64).clone()
+    x[:, : raw.label_slots] = 0.0
+    vowel = raw.class_names[int(raw.y_test[0])]
+    tokens = getattr(raw, "test_tokens", ())
+    who = f", speaker {tokens[0][:3]} ({tokens[0]}.wav)" if tokens else ""
+    return x, f"field for one test recording: vowel {vowel}{who}"
 
 
 def report(run_path: str | Path, out_dir: str | Path | None = None) -> list[Path]:
     """Write ``<run>_curves.png``, ``<run>_confusion.png`` and ``<run>_device.png`` (what the
-    first block's device does to a few random inputs); return their paths."""
+    first block's device does to a few random inputs; for ``sim:acoustic-wave``, the field
+    of one of the run's test recordings when they can be loaded); return their paths."""
     from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
 
     run_path = Path(run_path)
@@ -66,8 +113,9 @@ def report(run_path: str | Path, out_dir: str | Path | None = None) -> list[Path
     save_figure_atomic(paths[-1], fig)
 
     if rec["devices"]:
-        fig = Figure(figsize=(11, 4.2), layout="constrained")
-        if _plot_device(fig, rec["devices"][0]):
+        wave = rec["devices"][0].get("kind") == WAVE_KIND
+        fig = Figure(figsize=(13, 7.5) if wave else (11, 4.2), layout="constrained")
+        if _plot_device(fig, rec):
             paths.append(out_dir / f"{run_path.stem}_device.png")
             save_figure_atomic(paths[-1], fig)
 
@@ -84,8 +132,13 @@ def report(run_path: str | Path, out_dir: str | Path | None = None) -> list[Path
                     color = "white" if cm[i, j] > cm.max() / 2 else "black"
                     ax.text(j, i, str(cm[i, j]), ha="center", va="center", color=color, fontsize=8)
         acc = np.trace(cm) / cm.sum()
-        ax.set(xlabel="predicted", ylabel="true", xticks=range(n), yticks=range(n),
-               title=f"test confusion matrix (accuracy {100 * acc:.2f} %)")
+        ax.set(
+            xlabel="predicted",
+            ylabel="true",
+            xticks=range(n),
+            yticks=range(n),
+            title=f"test confusion matrix (accuracy {100 * acc:.2f} %)",
+        )
         fig.colorbar(im, ax=ax, shrink=0.8)
         paths.append(out_dir / f"{run_path.stem}_confusion.png")
         save_figure_atomic(paths[-1], fig)

@@ -119,9 +119,10 @@ def _backward(
     design = dd.shape[0] > 0
     with torch.no_grad():
         zeros = pk.new_zeros
-        gp, gq = zeros(batch, n), zeros(batch, n)
+        gp, spare = zeros(batch, n), zeros(batch, n)  # P, and the buffer of the next P
         gvx, gvy = zeros(batch, n - wp), zeros(batch, n - 1)
-        gd, pm = zeros(batch, n - 2 * wp), zeros(batch, n - 2 * wp)
+        tx, ty = zeros(batch, n - wp), zeros(batch, n - 1)
+        gd = zeros(batch, n - 2 * wp)
         g_src = zeros(n_src, batch, tb.src_idx.numel()) if n_src else None
         g_b = zeros(batch, tb.design_idx.numel()) if design else None
         # d E / d p'(probes) at every step: 2 dt (gE * pk) W^T, [steps, B, probe cells]
@@ -137,22 +138,28 @@ def _backward(
                 g_b.addcmul_(gm.index_select(1, tb.design_idx), dd[k])
             if tb.lossless:
                 gd.add_(gm)
-                pm.copy_(gm)
             else:
                 gd.addcmul_(tb.b, gm)
-                torch.mul(tb.a, gm, out=pm)
             gvx[:, wp:].add_(gd)
             gvx[:, : n - 2 * wp].sub_(gd)
             gvy[:, wp : n - wp].add_(gd)
             gvy[:, wp - 1 : n - wp - 1].sub_(gd)
-            tx, ty = tb.cx * gvx, tb.cy * gvy
-            gq.zero_()
-            gq[:, wp:].add_(tx)
-            gq[:, :-wp].sub_(tx)
-            gq[:, 1:].add_(ty)
-            gq[:, :-1].sub_(ty)
-            gp.copy_(gq)
-            gp[:, mid].add_(pm)
-            torch.mul(gq[:, mid], kappa, out=gd)
+            torch.mul(tb.cx, gvx, out=tx)
+            torch.mul(tb.cy, gvy, out=ty)
+            new = spare  # Q: the transposed differences, then P = Q + a P_mid, D = kappa Q_mid
+            new[:, :wp].zero_()
+            new[:, wp:].copy_(tx)
+            new[:, :-wp].sub_(tx)
+            new[:, 1:].add_(ty)
+            new[:, :-1].sub_(ty)
+            if kappa:
+                torch.mul(new[:, mid], kappa, out=gd)
+            else:
+                gd.zero_()
+            if tb.lossless:
+                new[:, mid].add_(gm)
+            else:
+                new[:, mid].addcmul_(tb.a, gm)
+            gp, spare = new, gp
     g_u = (g_src * tb.src_gain).sum(2).T if g_src is not None else None
     return g_u, (g_b.sum(0) if g_b is not None else None)

@@ -52,7 +52,7 @@ one chunk of the resampled drive and the running sums, never the time history, s
 does not depend on ``T``. ``forward_with_grad`` differentiates by the adjoint loop
 (``gradient = "adjoint"``, ``wave_adjoint``): the same in-place loop forwards, keeping only
 the probes' pressure and the design cells' divergence at every step, and its transpose
-backwards, about 1.6 black-box queries for a forward and backward pass
+backwards: a forward and backward pass costs about 2.8 black-box queries at the presets' size
 (``benchmarks/wave_gradient.py``). ``gradient = "autograd"`` records every step instead (the
 reference; memory grows with ``T``, ``checkpoint_steps`` bounds it).
 """
