@@ -40,7 +40,8 @@ def test_the_train_section_extends_the_local_rules_settings() -> None:
 
 
 @pytest.mark.parametrize(("assignment", "message"), [
-    ("train.lrr=1", "unknown config key 'train.lrr'; allowed here: alpha, average"),
+    ("train.lrr=1",
+     "unknown config key 'train.lrr'; allowed here: alpha, augment, augment_size, average"),
     ("train.lr='fast'", "config key 'train.lr' must be a number, got 'fast'"),
     ("train.eval_train=1", "config key 'train.eval_train' must be true or false, got 1"),
     ("network.hidden=[1.5]", "config key 'network.hidden' must be a list of integers"),

@@ -296,6 +296,10 @@ RANGES: dict[str, Allowed] = {
     "train.eval_every": _COUNT,
     "train.ff_threshold": _POSITIVE,
     "train.directions": _COUNT,
+    "train.negatives_per_positive": Allowed(
+        1, why="distinct wrong labels per sample; at most n_classes - 1, checked with the data"),
+    "train.augment_size": Allowed(
+        0, why="pixels (shift) or relative noise (jitter); 0 = the augmentation's default"),
     "train.pat_mismatch": Allowed(0, 1),
     "train.device_lr": Allowed(
         0, lo_open=True, why="Adam's step for the device's own tensors, in their units"),
@@ -327,12 +331,55 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
                 raise ValueError(allowed.error(key if i is None else f"{key}[{i}]", value))
 
 
+LABELLED_NEGATIVES = ("phyll", "ff")
+"""The rules whose negatives carry a wrong label (``train.wrong_label``,
+``train.negatives_per_positive``)."""
+AUGMENTED = ("phyll", "ff", "phyll-unsupervised")
+"""The rules that augment their training batches (``train.augment``): the local rules."""
+
+
+def _check_negatives_and_augment(t: TrainConfig) -> None:
+    """``train.wrong_label``, ``negatives_per_positive``, ``augment`` and ``augment_size``:
+    known values, and only for the rules they apply to; the first problem, in one line."""
+    from ..train.augment import AUGMENTS
+    from ..train.phyll import WRONG_LABELS
+
+    k, size = t.negatives_per_positive, t.augment_size
+    checks = [
+        (t.wrong_label in WRONG_LABELS,
+         f"train.wrong_label must be one of {', '.join(WRONG_LABELS)}, got {t.wrong_label!r}"),
+        (t.augment in AUGMENTS,
+         f"train.augment must be one of {', '.join(AUGMENTS)}, got {t.augment!r}"),
+        (t.wrong_label == "random" or t.method in LABELLED_NEGATIVES,
+         f"train.wrong_label = {t.wrong_label!r} applies to train.method "
+         f"{' or '.join(LABELLED_NEGATIVES)} (negatives with a wrong label), not {t.method!r}; "
+         "leave it at 'random'"),
+        (k == 1 or t.method in LABELLED_NEGATIVES,
+         f"train.negatives_per_positive = {k} applies to train.method "
+         f"{' or '.join(LABELLED_NEGATIVES)} (negatives with a wrong label), not {t.method!r}; "
+         "leave it at 1"),
+        (t.augment == "none" or t.method in AUGMENTED,
+         f"train.augment = {t.augment!r} applies to train.method {', '.join(AUGMENTED)}, "
+         f"not {t.method!r}; leave it at 'none'"),
+        (size == 0 or t.augment != "none",
+         f"train.augment_size = {size:g} needs train.augment = 'shift' or 'jitter' "
+         "(it is 'none'); leave it at 0"),
+        (t.augment != "shift" or float(size).is_integer(),
+         f"train.augment_size for train.augment = 'shift' must be a whole number of pixels, "
+         f"got {size:g}"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ValueError(msg)
+
+
 def _check_values(cfg: ExperimentConfig) -> None:
     """The ranges and choices the types cannot say; the first problem, in one line."""
     from ..train.methods import METHODS  # the registry is the one list of learning rules
     from ..train.negatives import NEGATIVES
 
     _check_ranges(cfg)
+    _check_negatives_and_augment(cfg.train)
     t, methods = cfg.train, sorted(METHODS)
     checks = [
         (t.method in methods, f"train.method {t.method!r} is not available; allowed: {methods}"),

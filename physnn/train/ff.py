@@ -30,7 +30,9 @@ def ff_goodness(h: torch.Tensor) -> torch.Tensor:
 
 
 def ff_loss(g_pos: torch.Tensor, g_neg: torch.Tensor, threshold: float) -> torch.Tensor:
-    """mean(softplus(theta - g_pos)) + mean(softplus(g_neg - theta))."""
+    """mean(softplus(theta - g_pos)) + mean(softplus(g_neg - theta)); each sample on its own,
+    so ``K`` negatives per positive (``train.negatives_per_positive``) are simply ``K`` times
+    as many negatives in the second mean."""
     return F.softplus(threshold - g_pos).mean() + F.softplus(g_neg - threshold).mean()
 
 
@@ -53,8 +55,9 @@ class ForwardForward(PhyLL):
 
     s: FFSettings
 
-    def __init__(self, net: PhysicalNetwork, settings: FFSettings, gen: torch.Generator):
-        super().__init__(net, settings, gen)
+    def __init__(self, net: PhysicalNetwork, settings: FFSettings, gen: torch.Generator,
+                 image_shape: tuple[int, int] | None = None):
+        super().__init__(net, settings, gen, image_shape)
         self.flops = LedgerFlopMeter()
 
     def block_loss(self, block: Block, f_pos: torch.Tensor, f_neg: torch.Tensor) -> torch.Tensor:

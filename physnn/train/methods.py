@@ -95,7 +95,8 @@ def _local_settings(t: RuleConfig, n_classes: int, label_width: int) -> dict[str
 
 def _phyll(t: RuleConfig, net: PhysicalNetwork, n_classes: int, seed: int,
            label_width: int = 1, image_shape: tuple[int, int] | None = None) -> PhyLL:
-    trainer = PhyLL(net, PhyLLSettings(**_local_settings(t, n_classes, label_width)), _gen(seed))
+    trainer = PhyLL(net, PhyLLSettings(**_local_settings(t, n_classes, label_width)), _gen(seed),
+                    image_shape)
     trainer.flops = LedgerFlopMeter()  # the same FLOP counting as every other rule
     return trainer
 
@@ -103,7 +104,7 @@ def _phyll(t: RuleConfig, net: PhysicalNetwork, n_classes: int, seed: int,
 def _ff(t: RuleConfig, net: PhysicalNetwork, n_classes: int, seed: int,
         label_width: int = 1, image_shape: tuple[int, int] | None = None) -> ForwardForward:
     s = FFSettings(**_local_settings(t, n_classes, label_width), threshold=t.ff_threshold)
-    return ForwardForward(net, s, _gen(seed))
+    return ForwardForward(net, s, _gen(seed), image_shape)
 
 
 def _unsupervised(t: RuleConfig, net: PhysicalNetwork, n_classes: int, seed: int,

@@ -32,8 +32,8 @@ class UnsupervisedPhyLL(PhyLL):
     def __init__(self, net: PhysicalNetwork, settings: PhyLLSettings, gen: torch.Generator,
                  negatives: NegativeFn, image_shape: tuple[int, int] | None = None,
                  directions: int = 1, seed: int = 0):
-        super().__init__(net, settings, gen)
-        self.negatives, self.image_shape = negatives, image_shape
+        super().__init__(net, settings, gen, image_shape)
+        self.negatives = negatives
         self.slots = settings.n_classes * settings.label_width
         self.directions: dict[int, torch.Tensor] = {}
         """Per block, ``directions`` fixed unit vectors when more than the block's one ``zeta``:
@@ -64,7 +64,7 @@ class UnsupervisedPhyLL(PhyLL):
         totals = [0.0] * len(self.net.blocks)
         for start in range(0, n, bs):
             idx = order[start : start + bs]
-            pos = x[idx]
+            pos = self.augmented(x[idx])
             neg = self.negatives(pos, self.gen, self.slots, self.image_shape)
             for k, loss in enumerate(self.train_batch(pos, neg)):
                 totals[k] += loss * idx.numel()
