@@ -243,8 +243,8 @@ def test_standalone_scripts_still_run():
     scripts = sorted(p.name for p in (ROOT / "benchmarks").glob("*.py")
                      if p.name in {"throughput.py", "jobs_scaling.py", "acoustic_memory.py",
                                    "depth_scaling.py", "microwave_sensitivity.py",
-                                   "serial_throughput.py", "sim_to_real.py"})
-    assert len(scripts) == 7
+                                   "serial_throughput.py", "sim_to_real.py", "wave_features.py"})
+    assert len(scripts) == 8
     code = (
         "import runpy, sys\n"
         f"for s in {scripts!r}:\n"
@@ -258,4 +258,4 @@ def test_standalone_scripts_still_run():
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(), capture_output=True,
                        text=True, timeout=300)
     assert p.returncode == 0, p.stderr
-    assert p.stdout.count("ok ") == 7
+    assert p.stdout.count("ok ") == 8
