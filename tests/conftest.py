@@ -2,11 +2,15 @@ import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 import torch
 
+from physnn.experiments import run
 from physnn.experiments.config import load_config
+from physnn.experiments.runlog import read_run
+from physnn.experiments.runner import RunResult
 
 HILLENBRAND = Path(__file__).parents[1].parent / "shared" / "data" / "hillenbrand"
 """The Hillenbrand reference data (../shared/data): developers and CI have it, a clone does not."""
@@ -26,6 +30,15 @@ def tiny_config():
     cfg["network"]["hidden"] = [32, 32]
     cfg["train"].update(epochs=4, eval_every=2, inner_steps=3, lr=2e-3)
     return cfg
+
+
+def whole_and_resumed(cfg: Any, folder: Path) -> tuple[RunResult, RunResult]:
+    """The same run uninterrupted, and interrupted after its first epoch then resumed: the
+    pair every resume test compares (the interrupted log is checked to be left running)."""
+    whole = run(cfg, folder / "whole.h5", progress=False)
+    run(cfg, folder / "part.h5", progress=False, stop_after=1)
+    assert read_run(folder / "part.h5")["status"] == "running"
+    return whole, run(cfg, folder / "part.h5", progress=False)
 
 
 @pytest.fixture(autouse=True)

@@ -5,11 +5,11 @@ import copy
 import numpy as np
 import pytest
 import torch
+from conftest import whole_and_resumed
 
 from physnn.core import make_device
 from physnn.core.device import Domain
 from physnn.experiments.config import load_config
-from physnn.experiments.runlog import read_run
 from physnn.experiments.runner import build_network, make_trainer, run
 from physnn.train.backprop import EndToEndSettings, to_domain
 from physnn.train.ff import ff_goodness, ff_loss, length_normalise
@@ -50,10 +50,7 @@ def test_registry_and_config_validation(tiny_config):
 @pytest.mark.parametrize("method", ["ff", "pat", "backprop"])
 def test_resume_is_bit_exact(tiny_config, tmp_path, method):
     cfg = _cfg(tiny_config, method)
-    full = run(cfg, tmp_path / "full.h5", progress=False)
-    run(cfg, tmp_path / "part.h5", progress=False, stop_after=1)
-    assert read_run(tmp_path / "part.h5")["status"] == "running"
-    resumed = run(cfg, tmp_path / "part.h5", progress=False)
+    full, resumed = whole_and_resumed(cfg, tmp_path)
     for key in ("loss", "test_acc", "train_queries", "eval_queries"):
         np.testing.assert_array_equal(full.record["metrics"][key], resumed.record["metrics"][key])
     a, b = full.record["accounting"], resumed.record["accounting"]

@@ -10,11 +10,11 @@ import copy
 import numpy as np
 import pytest
 import torch
+from conftest import whole_and_resumed
 
 from physnn.core.device import Domain
 from physnn.data import load_digits
 from physnn.experiments.config import load_config
-from physnn.experiments.runlog import read_run
 from physnn.experiments.runner import build_network, make_trainer, run
 from physnn.train.augment import jitter_features, make_augment, shift_images
 from physnn.train.phyll import (
@@ -269,10 +269,7 @@ def test_augmentation_changes_training_batches_only(tiny_config):
 def test_resumed_run_equals_uninterrupted(tiny_config, tmp_path, train):
     cfg = copy.deepcopy(tiny_config)
     cfg["train"].update(epochs=3, eval_every=3, eval_train=False, **train)
-    full = run(cfg, tmp_path / "full.h5", progress=False)
-    run(cfg, tmp_path / "part.h5", progress=False, stop_after=1)
-    assert read_run(tmp_path / "part.h5")["status"] == "running"
-    resumed = run(cfg, tmp_path / "part.h5", progress=False)
+    full, resumed = whole_and_resumed(cfg, tmp_path)
     for key in ("loss", "test_acc", "train_queries", "eval_queries"):
         np.testing.assert_array_equal(full.record["metrics"][key], resumed.record["metrics"][key])
     np.testing.assert_array_equal(full.record["predictions"]["test_pred"],

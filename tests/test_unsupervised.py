@@ -6,6 +6,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from conftest import whole_and_resumed
 
 from physnn.experiments.config import apply_overrides
 from physnn.experiments.continual import run_continual
@@ -133,9 +134,7 @@ def test_several_goodness_directions_change_the_loss_and_replay_from_the_seed(ti
 
 def test_a_resumed_unsupervised_run_equals_an_uninterrupted_one(tiny_config, tmp_path):
     cfg = _unsupervised(tiny_config, epochs=2, eval_every=2, directions=3)
-    full = run(cfg, tmp_path / "full.h5", progress=False).record
-    run(cfg, tmp_path / "part.h5", progress=False, stop_after=1)
-    resumed = run(cfg, tmp_path / "part.h5", progress=False).record
+    full, resumed = (r.record for r in whole_and_resumed(cfg, tmp_path))
     for key in ("loss", "test_acc"):
         np.testing.assert_array_equal(full["metrics"][key], resumed["metrics"][key])
     assert full["reference"] == resumed["reference"]

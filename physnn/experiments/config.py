@@ -341,15 +341,13 @@ AUGMENTED = ("phyll", "ff", "phyll-unsupervised")
 def _check_negatives_and_augment(t: TrainConfig) -> None:
     """``train.wrong_label``, ``negatives_per_positive``, ``augment`` and ``augment_size``:
     known values, and only for the rules they apply to; the first problem, in one line."""
-    from ..train.augment import AUGMENTS
-    from ..train.phyll import WRONG_LABELS
+    from ..train.augment import check_augment
+    from ..train.phyll import check_wrong_label
 
+    check_wrong_label(t.wrong_label)
+    check_augment(t.augment)
     k, size = t.negatives_per_positive, t.augment_size
     checks = [
-        (t.wrong_label in WRONG_LABELS,
-         f"train.wrong_label must be one of {', '.join(WRONG_LABELS)}, got {t.wrong_label!r}"),
-        (t.augment in AUGMENTS,
-         f"train.augment must be one of {', '.join(AUGMENTS)}, got {t.augment!r}"),
         (t.wrong_label == "random" or t.method in LABELLED_NEGATIVES,
          f"train.wrong_label = {t.wrong_label!r} applies to train.method "
          f"{' or '.join(LABELLED_NEGATIVES)} (negatives with a wrong label), not {t.method!r}; "

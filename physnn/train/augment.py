@@ -68,13 +68,19 @@ def jitter_features(x: torch.Tensor, gen: torch.Generator, slots: int, sigma: fl
     return out
 
 
+def check_augment(name: str) -> None:
+    """Refuse, in one line, a ``train.augment`` outside ``AUGMENTS`` (``make_augment`` and the
+    config both ask here)."""
+    if name not in AUGMENTS:
+        raise ValueError(f"train.augment must be one of {', '.join(AUGMENTS)}, got {name!r}")
+
+
 def make_augment(name: str, size: float, slots: int, image_shape: tuple[int, int] | None,
                  domain: Domain) -> AugmentFn | None:
     """The augmentation ``train.augment = name`` sized ``size`` (0: ``DEFAULT_SIZES``) for
     data with ``slots`` label slots and ``image_shape`` fed to a device with ``domain``;
     None for ``none``. Refuses, in one line, what the data cannot take."""
-    if name not in AUGMENTS:
-        raise ValueError(f"train.augment must be one of {', '.join(AUGMENTS)}, got {name!r}")
+    check_augment(name)
     if name == "none":
         return None
     size = float(size) or DEFAULT_SIZES[name]

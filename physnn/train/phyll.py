@@ -27,6 +27,13 @@ WRONG_LABELS = ("random", "hard", "mixed")
 """``train.wrong_label``: how a negative's wrong label is chosen (see ``LocalRuleSettings``)."""
 
 
+def check_wrong_label(name: str) -> None:
+    """Refuse, in one line, a ``train.wrong_label`` outside ``WRONG_LABELS`` (the trainer and
+    the config both ask here)."""
+    if name not in WRONG_LABELS:
+        raise ValueError(f"train.wrong_label must be one of {', '.join(WRONG_LABELS)}, got {name!r}")
+
+
 def overlay_label(
     x: torch.Tensor,
     labels: torch.Tensor,
@@ -159,9 +166,7 @@ class PhyLL:
         if not 1 <= k <= c - 1:
             raise ValueError(f"train.negatives_per_positive (distinct wrong labels per sample) "
                              f"must be in [1, n_classes - 1 = {c - 1}], got {k}")
-        if settings.wrong_label not in WRONG_LABELS:
-            raise ValueError(f"train.wrong_label must be one of {', '.join(WRONG_LABELS)}, "
-                             f"got {settings.wrong_label!r}")
+        check_wrong_label(settings.wrong_label)
         self.net = net
         self.s = settings
         self.gen = gen
