@@ -38,14 +38,14 @@ if TYPE_CHECKING:
 
 
 def adjoint_energies(
-    dev: WaveformCavity, tb: WaveTables, u: torch.Tensor, b_design: torch.Tensor | None
+    dev: WaveformCavity, tb: WaveTables, u: torch.Tensor, ratio2: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Probe energies ``[B, n_probes]`` (Pa^2 s) of the per-step source values ``u [B, S]``
-    (``S`` steps of drive, zero after), differentiable in ``u`` and in ``b_design`` (the
-    design cells' divergence factor, ``[cells]``) by the adjoint pass; and the final
+    (``S`` steps of drive, zero after), differentiable in ``u`` and in ``ratio2`` (the
+    design cells' ``(c / c0)^2``, ``WaveTables.with_speed``) by the adjoint pass; and the final
     pressure ``[B, cells]`` (not differentiable)."""
-    b = u.new_zeros(0) if b_design is None else b_design
-    energy, p = _Adjoint.apply(dev, tb, u, b)
+    r = u.new_zeros(0) if ratio2 is None else ratio2.flatten()
+    energy, p = _Adjoint.apply(dev, tb, u, r)
     return energy, p
 
 
@@ -54,13 +54,12 @@ class _Adjoint(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, dev: WaveformCavity, tb: WaveTables, u: torch.Tensor, b_design: torch.Tensor
+        ctx: Any, dev: WaveformCavity, tb: WaveTables, u: torch.Tensor, ratio2: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if b_design.numel():
-            b = tb.b.index_put((tb.design_idx,), b_design)
-            tb = type(tb)(tb.cx, tb.cy, tb.a, b, False, tb.src_idx, tb.src_gain,
-                          tb.probe_idx, tb.probe_w, tb.design_idx)
-        p, reads, dd = _forward(dev, tb, u, record_design=b_design.numel() > 0)
+        ctx.b0 = tb.b[tb.design_idx]  # the background's factor: d b / d ratio2
+        if ratio2.numel():
+            tb = tb.with_speed(ratio2)
+        p, reads, dd = _forward(dev, tb, u, record_design=ratio2.numel() > 0)
         pk = reads if tb.probe_w is None else reads @ tb.probe_w  # [steps, B, probes]
         ctx.dev, ctx.tb, ctx.n_src = dev, tb, u.shape[1]
         ctx.save_for_backward(pk, dd)
@@ -74,9 +73,8 @@ class _Adjoint(torch.autograd.Function):
         pk, dd = ctx.saved_tensors
         n_src = ctx.n_src if ctx.needs_input_grad[2] else 0
         g_u, g_b = _backward(ctx.dev, ctx.tb, pk, dd, g_energy, n_src)
-        if not ctx.needs_input_grad[3]:
-            g_b = None
-        return None, None, g_u, g_b
+        g_ratio2 = g_b * ctx.b0 if g_b is not None and ctx.needs_input_grad[3] else None
+        return None, None, g_u, g_ratio2
 
 
 def _forward(

@@ -280,14 +280,13 @@ class WaveformCavity(Device):
 
         x = self.drive(x)
         ratio2 = self.speed_ratio2(x.device, x.dtype)
-        b_design = None if ratio2 is None else tb.b[tb.design_idx] * ratio2.flatten()
         n_src = min(self.resampler.last_step(), self.config.steps)
         span = 16 * CHUNK  # the resampler's band matrix stays small for long waveforms
         u = torch.cat(
             [self.resampler.values(x, a, min(a + span, n_src)) for a in range(0, n_src, span)]
             or [x.new_zeros(x.shape[0], 0)], 1,
         )
-        energy, p = adjoint_energies(self, tb, u, b_design)
+        energy, p = adjoint_energies(self, tb, u, ratio2)
         h, w = self.config.grid
         return {"energy": energy, "p": p.reshape(x.shape[0], h + 2, w + 2)[:, 1:-1, 1:-1]}
 
