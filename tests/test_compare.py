@@ -68,6 +68,12 @@ def test_compare_rejects_bad_input(small, tmp_path):
     with pytest.raises(FileNotFoundError):
         compare(small, methods=["ff"], seeds=1, out=tmp_path, settings=tmp_path / "no.toml",
                 progress=False)
+    # a --set only PhyLL takes fails on the other arm before anything runs, saying where it goes
+    with pytest.raises(ValueError, match=r"wrong_label.*not 'backprop'.*--settings file under "
+                                         rf"\[{small['name']}\.METHOD\]"):
+        compare(small, methods=["phyll", "backprop"], seeds=1, out=tmp_path / "c",
+                overrides=["train.wrong_label=hard"], progress=False)
+    assert not (tmp_path / "c").exists()
 
 
 def test_cli_compare(tmp_path, capsys):

@@ -338,7 +338,12 @@ def compare(
     results, runs = [], []
     for m in methods:
         cfg, chosen = method_config(base, m, table)
-        cfg = apply_overrides(cfg, list(overrides or []))
+        try:
+            cfg = apply_overrides(cfg, list(overrides or []))
+        except ValueError as e:  # a --set that only some rules take: say where it belongs
+            raise ValueError(f"{e} (--set applies to every method; to set a [train] key for "
+                             f"{', '.join(x for x in methods if x != m) or 'one method'} only, "
+                             f"give it in a --settings file under [{base.name}.METHOD])") from e
         if epochs is not None:
             cfg = cfg.merged({"train": {"epochs": epochs}})
         for o in overrides or []:
