@@ -55,6 +55,10 @@ class TrainConfig(LocalRuleSettings):
     directions: int = 1
     """phyll-unsupervised: fixed goodness directions per block (goodness = the best cosine
     over them); 1 = the block's one ``zeta``, as supervised PhyLL."""
+    ensemble: int = 1
+    """phyll and ff: this many networks on the same devices, each with its own digital
+    weights, a label scored by their summed goodness (M times the device queries;
+    ``physnn.train.ensemble``); 1 = one network."""
     epochs: int = 60
     eval_every: int = 5
     """Evaluate every this many epochs (and always after the last)."""
@@ -296,6 +300,7 @@ RANGES: dict[str, Allowed] = {
     "train.eval_every": _COUNT,
     "train.ff_threshold": _POSITIVE,
     "train.directions": _COUNT,
+    "train.ensemble": Allowed(1, why="networks on the same devices; 1 = one network"),
     "train.negatives_per_positive": Allowed(
         1, why="distinct wrong labels per sample; at most n_classes - 1, checked with the data"),
     "train.augment_size": Allowed(
@@ -388,6 +393,12 @@ def _check_values(cfg: ExperimentConfig) -> None:
         (not t.train_device or t.method == "backprop",
          f"train.train_device = true needs train.method = 'backprop' (got {t.method!r}): only "
          "in-silico backprop differentiates the device's own tensors"),
+        (t.ensemble == 1 or t.method in ("phyll", "ff"),
+         f"train.ensemble = {t.ensemble} applies to train.method phyll or ff (scored by "
+         f"goodness), not {t.method!r}; leave it at 1"),
+        (t.ensemble == 1 or t.readout == "goodness",
+         f"train.ensemble = {t.ensemble} is scored by the members' summed goodness; set "
+         f"train.readout = 'goodness' (got {t.readout!r})"),
         (t.method != "phyll-unsupervised" or t.readout == "linear",
          "train.method 'phyll-unsupervised' is scored by the linear read-out only; set "
          f"train.readout = 'linear' (got {t.readout!r})"),

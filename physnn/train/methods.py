@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .backprop import Backprop, EndToEndSettings
+from .ensemble import ENSEMBLE_RULES, Ensemble, member_network
 from .ff import FFSettings, ForwardForward
 from .flops import FlopMeter
 from .ledger import LedgerFlopMeter
@@ -70,6 +71,7 @@ class RuleConfig(Protocol):
     pat_mismatch: float
     negatives: str
     directions: int
+    ensemble: int
     train_device: bool
     device_lr: float
 
@@ -159,8 +161,27 @@ def make_trainer(
     """
     if train.method not in METHODS:
         raise ValueError(f"unknown train.method {train.method!r}; allowed: {sorted(METHODS)}")
-    return METHODS[train.method](train, net, n_classes, seed, label_width=label_width,
-                                 image_shape=image_shape)
+    factory = METHODS[train.method]
+    first = factory(train, net, n_classes, seed, label_width=label_width, image_shape=image_shape)
+    m = getattr(train, "ensemble", 1)
+    if m == 1:
+        return first
+    if train.method not in ENSEMBLE_RULES or m < 1:
+        raise ValueError(f"train.ensemble = {m} needs train.method in "
+                         f"{', '.join(ENSEMBLE_RULES)} and ensemble >= 1 (got {train.method!r})")
+    members = [first]
+    for k in range(1, m):  # member k: its own weights, directions and rule stream
+        gen = torch.Generator().manual_seed(_MEMBER_SEED * k + seed)
+        members.append(factory(train, member_network(net, gen), n_classes,
+                               _MEMBER_SEED * k + seed, label_width=label_width,
+                               image_shape=image_shape))
+    assert all(isinstance(t, PhyLL) for t in members)  # ENSEMBLE_RULES are PhyLL's kind
+    return Ensemble(members)  # type: ignore[arg-type]
+
+
+_MEMBER_SEED = 1_000_003
+"""Ensemble member k of seed s draws from seed ``k * _MEMBER_SEED + s``: apart from every
+run's own seed (< 2**32 is allowed, but the runs' seeds are small) and from each other."""
 
 
 def uses_labels(trainer: Trainer) -> bool:
