@@ -48,6 +48,34 @@ def test_resume_refuses_a_different_config(tiny_config, tmp_path):
         run(tiny_config, tmp_path / "r.h5", progress=False)
 
 
+def test_a_log_from_before_a_new_key_resumes_and_counts_as_finished(tiny_config, tmp_path,
+                                                                     monkeypatch):
+    """A run logged before a config key existed (here: written without train.ensemble) is
+    the same run: it resumes to the uninterrupted numbers, and a sweep reuses it finished."""
+    from physnn.experiments.config import ExperimentConfig
+    from physnn.experiments.sweep import _finished
+
+    full = run(tiny_config, tmp_path / "full.h5", progress=False)
+    today = ExperimentConfig.to_dict
+
+    def without_ensemble(self):
+        d = today(self)
+        del d["train"]["ensemble"]
+        return d
+
+    with monkeypatch.context() as m:
+        m.setattr(ExperimentConfig, "to_dict", without_ensemble)
+        run(tiny_config, tmp_path / "old.h5", progress=False, stop_after=1)
+        run(tiny_config, tmp_path / "old_done.h5", progress=False)
+    assert "ensemble" not in read_run(tmp_path / "old.h5")["config"]["train"]
+    resumed = run(tiny_config, tmp_path / "old.h5", progress=False)
+    _same(full.record, resumed.record)
+    cfg = load_config(tiny_config)
+    assert _finished(tmp_path / "old_done.h5", cfg) is not None
+    assert _finished(tmp_path / "old_done.h5", cfg.merged({"train": {"lr": 1e-2}})) is None
+    assert _finished(tmp_path / "old_done.h5", cfg.merged({"train": {"ensemble": 2}})) is None
+
+
 def test_run_log_contents(tiny_config, tmp_path):
     r = run(tiny_config, tmp_path / "r.h5", progress=False)
     rec = read_run(tmp_path / "r.h5", checkpoint=True)

@@ -540,6 +540,20 @@ def run_label(name: str, assignments: list[str], label: str | None = None) -> st
     return f"{name}+{suffix}"
 
 
+def same_config(stored: dict[str, Any], current: dict[str, Any]) -> bool:
+    """Whether a run log's ``stored`` config is the run ``current`` describes (both
+    ``ExperimentConfig.to_dict()``). The stored one is read through today's schema first: a
+    key added since stands at its default, which is what the older run did (a new key's
+    default keeps the old behaviour, number for number), so a run logged before the key
+    existed still resumes and still counts as finished."""
+    if stored == current:
+        return True
+    try:
+        return load_config(stored).to_dict() == current
+    except (ValueError, TypeError):  # a key removed since, or a value no longer allowed
+        return False
+
+
 def apply_overrides(cfg: ConfigSource, assignments: list[str]) -> ExperimentConfig:
     """``cfg`` with ``section.key=value`` strings applied in order (what ``--set`` does).
 

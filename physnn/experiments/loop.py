@@ -2,7 +2,8 @@
 
 ``physnn train`` and ``physnn continual`` differ in what an epoch does and what their run
 log holds, not in how a run survives a crash. That part lives here once: a run log of a
-different config is refused; a complete one is returned as it is; an unfinished one is
+different config is refused (a key added to the config since the log was written counts at
+its default, ``config.same_config``); a complete one is returned as it is; an unfinished one is
 resumed from its checkpoint (the session's whole state, written after every epoch), so a
 resumed run reaches the numbers an uninterrupted one would. The log is locked for the whole
 run, so two runs into one folder never overwrite each other.
@@ -19,6 +20,7 @@ from typing import Any, Protocol
 from tqdm import tqdm
 
 from .._version import __version__
+from .config import same_config
 from .runlog import hold_run_log, read_run, write_run
 
 CHECKPOINT_FORMAT = 2
@@ -61,7 +63,7 @@ def _resume_point(out: Path, config: dict[str, Any]) -> tuple[dict[str, Any] | N
     if not out.exists():
         return None, None
     prev = read_run(out, checkpoint=True)
-    if prev["config"] != config:
+    if not same_config(prev["config"], config):
         raise ValueError(f"{out} holds a run of a different config; choose another --out or overwrite")
     ck = prev.get("checkpoint")
     if prev.get("status") != "complete" and int(prev.get("format_version", 1)) < 2:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import ExperimentConfig
+from .config import ExperimentConfig, same_config
 from .jobs import Executor, Job, Outcome, execute, ray_session
 from .runlog import read_run
 from .runner import check_torch_device, run, run_result
@@ -59,7 +59,7 @@ def _finished(path: Path, cfg: ExperimentConfig) -> dict[str, float] | None:
         rec = read_run(path)
     except ValueError:
         return None  # the run itself says what is wrong with the file
-    if rec.get("status") != "complete" or rec["config"] != cfg.to_dict():
+    if rec.get("status") != "complete" or not same_config(rec["config"], cfg.to_dict()):
         return None
     return trial_figures(path, rec)
 
