@@ -27,9 +27,10 @@ import tomli_w
 
 from ..train.phyll import LocalRuleSettings
 
-READOUTS = ("goodness", "linear", "both")
+READOUTS = ("goodness", "linear", "both", "weighted")
 """Prediction: the paper's goodness per candidate label, a neutral-label linear read-out
-(one device pass per sample instead of one per class), or both side by side."""
+(one device pass per sample instead of one per class), both side by side, or goodness with
+block weights fitted on the training split (``phyll`` and ``ff``)."""
 
 
 @dataclass
@@ -78,7 +79,7 @@ class TrainConfig(LocalRuleSettings):
     digital_j_per_flop: float = 1e-11
     """Assumed digital energy per FLOP for the ledger."""
     readout: str = "goodness"
-    """``goodness``, ``linear`` or ``both`` (see ``READOUTS``)."""
+    """``goodness``, ``linear``, ``both`` or ``weighted`` (see ``READOUTS``)."""
     average: float = 0.0
     """Per-epoch decay of the weight average used for evaluation; 0 = off."""
 
@@ -396,9 +397,12 @@ def _check_values(cfg: ExperimentConfig) -> None:
         (t.ensemble == 1 or t.method in ("phyll", "ff"),
          f"train.ensemble = {t.ensemble} applies to train.method phyll or ff (scored by "
          f"goodness), not {t.method!r}; leave it at 1"),
-        (t.ensemble == 1 or t.readout == "goodness",
+        (t.ensemble == 1 or t.readout in ("goodness", "weighted"),
          f"train.ensemble = {t.ensemble} is scored by the members' summed goodness; set "
-         f"train.readout = 'goodness' (got {t.readout!r})"),
+         f"train.readout = 'goodness' or 'weighted' (got {t.readout!r})"),
+        (t.readout != "weighted" or t.method in ("phyll", "ff"),
+         f"train.readout = 'weighted' weighs the blocks' goodness: train.method phyll or ff, "
+         f"not {t.method!r}"),
         (t.method != "phyll-unsupervised" or t.readout == "linear",
          "train.method 'phyll-unsupervised' is scored by the linear read-out only; set "
          f"train.readout = 'linear' (got {t.readout!r})"),

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -23,12 +23,20 @@ from ..train.ledger import PeakMemory, run_ledger
 from ..train.methods import Trainer, evaluation, uses_labels
 from ..train.methods import make_trainer as make_rule_trainer
 from ..train.network import Block, PhysicalNetwork
-from ..train.readout import LinearReadout, neutral_features
+from ..train.readout import BlockScorer, LinearReadout, neutral_features, weighted_goodness
 from .config import ConfigSource, ExperimentConfig, load_config
 from .loop import run_epochs
 from .reference import logistic_regression_accuracy
 
 METRICS = ("epoch", "train_acc", "test_acc", "wall_time_s", "train_queries", "eval_queries")
+
+_LINEAR = {"test_acc_linear": math.nan, "readout_fit_queries": 0, "eval_queries_linear": 0}
+READOUT_METRICS: dict[str, dict[str, Any]] = {
+    "linear": _LINEAR, "both": _LINEAR,
+    "weighted": {"test_acc_summed": math.nan, "readout_fit_queries": 0},
+}
+"""The metrics a read-out logs besides ``METRICS``, at their value for an epoch without an
+evaluation (``weighted`` also logs its block weights, ``readout_block_weights``)."""
 
 
 @dataclass
@@ -205,12 +213,19 @@ class TrainSession:
         self.memory.start()  # the ledger's peak memory of this run
 
     def _evaluate(self) -> tuple[float, float, dict[str, Any]]:
-        """(train accuracy, test accuracy, linear read-out figures) by ``train.readout``."""
+        """(train accuracy, test accuracy, the read-out's own figures) by ``train.readout``."""
         t, data = self.cfg.train, self.data
         train_acc = test_acc = math.nan
         linear: dict[str, Any] = {}
         average = self.average.swapped_in() if self.average is not None else nullcontext()
         with average, evaluation(self.trainer, self.net):
+            if t.readout == "weighted":
+                found = weighted_goodness(
+                    cast(BlockScorer, self.trainer), self.net, data.x_train, data.y_train,
+                    data.x_test, data.y_test, self.trainer.flops)
+                self.y_pred = found.pop("y_pred")
+                test_acc, fit_acc = found.pop("test_acc"), found.pop("train_acc")
+                return (fit_acc if t.eval_train else math.nan), test_acc, found
             if t.readout in ("goodness", "both"):
                 self.y_pred = self.trainer.predict(data.x_test)
                 test_acc = (self.y_pred == data.y_test).float().mean().item()
@@ -233,16 +248,18 @@ class TrainSession:
         if self.average is not None:
             self.average.update()
         q1 = device_queries(net)
-        linear = {"test_acc_linear": math.nan, "readout_fit_queries": 0, "eval_queries_linear": 0}
+        extra = dict(READOUT_METRICS.get(t.readout, {}))
+        if t.readout == "weighted":
+            extra["readout_block_weights"] = [math.nan] * len(net.blocks)
         train_acc = test_acc = math.nan
         evaluate = epoch + 1 == t.epochs or (epoch + 1) % t.eval_every == 0
         if evaluate:
             train_acc, test_acc, found = self._evaluate()
-            linear.update(found)
-        if t.readout != "goodness":
-            for key, value in linear.items():
-                m.setdefault(key, []).append(value)
-        q_eval = device_queries(net) - q1 - linear["readout_fit_queries"] - linear["eval_queries_linear"]
+            extra.update(found)
+        for key, value in extra.items():
+            m.setdefault(key, []).append(value)
+        q_eval = (device_queries(net) - q1 - extra.get("readout_fit_queries", 0)
+                  - extra.get("eval_queries_linear", 0))
         row = (epoch + 1, train_acc, test_acc, self.clock(), q1 - q0, q_eval)
         for key, value in zip(METRICS, row, strict=True):
             m[key].append(value)

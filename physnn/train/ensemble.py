@@ -67,11 +67,12 @@ class Ensemble:
         return [sum(col) / len(col) for col in zip(*losses, strict=True)]
 
     @torch.no_grad()
-    def scores(self, x: torch.Tensor, phase: str = "eval") -> torch.Tensor:
-        """Summed goodness of every member for every candidate label, ``[N, n_classes]``."""
-        total = self.members[0].scores(x, phase=phase)
+    def scores(self, x: torch.Tensor, phase: str = "eval", per_block: bool = False) -> torch.Tensor:
+        """Summed goodness of every member for every candidate label, ``[N, n_classes]``
+        (``per_block``: block by block, summed over members, ``[N, n_classes, blocks]``)."""
+        total = self.members[0].scores(x, phase=phase, per_block=per_block)
         for m in self.members[1:]:
-            total += m.scores(x, phase=phase)
+            total += m.scores(x, phase=phase, per_block=per_block)
         return total
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:

@@ -298,8 +298,9 @@ class PhyLL:
 
     @torch.no_grad()
     def scores(self, x: torch.Tensor, batch_size: int = 4096, max_rows: int = 4096,
-               phase: str = "eval") -> torch.Tensor:
-        """Summed goodness over blocks for every candidate label, ``[N, n_classes]``.
+               phase: str = "eval", per_block: bool = False) -> torch.Tensor:
+        """Summed goodness over blocks for every candidate label, ``[N, n_classes]``
+        (``per_block``: each block's goodness, ``[N, n_classes, blocks]``, summed by nobody).
 
         Each batch of ``batch_size`` samples is scored as ``n_classes`` device calls, one per
         label in order; the labels are stacked into calls of at most ``max_rows`` rows (the
@@ -310,7 +311,8 @@ class PhyLL:
         """
         c, blocks = self.s.n_classes, self.net.blocks
         distinct = len({id(b.device) for b in blocks}) == len(blocks)  # else: the old order
-        out = torch.empty(x.shape[0], c, device=x.device)
+        shape = (x.shape[0], c, len(blocks)) if per_block else (x.shape[0], c)
+        out = torch.empty(shape, device=x.device)
         for start in range(0, x.shape[0], batch_size):
             xb = x[start : start + batch_size]
             b = xb.shape[0]
@@ -320,15 +322,21 @@ class PhyLL:
                 lab = labels.repeat_interleave(b)
                 z = overlay_label(xb.repeat(labels.numel(), 1), lab, c, self.s.label_amplitude,
                                   self.s.label_width)
-                total = self._summed_goodness(z, b, phase)
-                out[start : start + b, first : first + labels.numel()] = total.view(-1, b).T
+                total, each = self._goodness(z, b, phase)
+                if per_block:
+                    per = torch.stack(each, 1).view(labels.numel(), b, len(blocks))
+                    out[start : start + b, first : first + labels.numel()] = per.transpose(0, 1)
+                else:
+                    out[start : start + b, first : first + labels.numel()] = total.view(-1, b).T
         return out
 
-    def _summed_goodness(self, z: torch.Tensor, rows: int, phase: str = "eval") -> torch.Tensor:
-        """Goodness summed over blocks for the label-overlaid ``z``, each device measuring it
-        as calls of ``rows`` rows."""
+    def _goodness(self, z: torch.Tensor, rows: int,
+                  phase: str = "eval") -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(goodness summed over blocks, each block's) for the label-overlaid ``z``, each
+        device measuring it as calls of ``rows`` rows."""
         blocks = self.net.blocks
         total: torch.Tensor | None = None
+        each = []
         for k, block in enumerate(blocks):
             with block.device.calls_of(rows):
                 f = block.features(z)
@@ -336,10 +344,11 @@ class PhyLL:
                 h = block.linear(f)
                 g = self.block_goodness(block, h)
                 total = g if total is None else total + g
+                each.append(g)
                 if k + 1 < len(blocks):
                     z = self.to_next(k, h)
         assert total is not None  # a network has at least one block
-        return total
+        return total, each
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """The label whose overlay gives the largest summed goodness (``n_classes`` passes)."""

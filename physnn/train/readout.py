@@ -1,7 +1,9 @@
-"""The cheaper prediction: a linear read-out of the blocks' outputs for a neutral label.
+"""Read-outs besides the paper's summed goodness: a linear read-out of the blocks' outputs
+for a neutral label (``LinearReadout``), and goodness with learned block weights
+(``BlockWeights``).
 
 Goodness-per-label prediction (the paper's) runs every sample once per candidate label, so
-it costs ``n_classes`` device passes per sample; the read-out costs one. It overlays a
+it costs ``n_classes`` device passes per sample; the linear read-out costs one. It overlays a
 *neutral* label (every label slot at ``amplitude / n_classes``), concatenates the blocks'
 outputs (each scaled to unit length, as goodness is scale-free) and fits a multinomial
 logistic regression on the training set. Only the read-out is trained; the blocks are not.
@@ -10,6 +12,7 @@ logistic regression on the training set. Only the read-out is trained; the block
 from __future__ import annotations
 
 from contextlib import nullcontext
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -96,3 +99,89 @@ class LinearReadout:
         if self.weight is None or self.bias is None or self.mean is None or self.std is None:
             raise RuntimeError("LinearReadout.predict before fit")
         return (((f - self.mean) / self.std) @ self.weight + self.bias).argmax(1)
+
+
+class BlockScorer(Protocol):
+    """A rule that scores every label block by block (``PhyLL.scores``, ``Ensemble.scores``)."""
+
+    def scores(self, x: Any, *, per_block: bool) -> torch.Tensor:
+        """``[N, n_classes, blocks]`` goodness with ``per_block=True``."""
+        ...
+
+
+class BlockWeights:
+    """Goodness with learned weights: a label's score is ``sum_b w_b g_b + c_label``.
+
+    The paper sums the blocks' goodness with equal weights; when a later block separates the
+    classes worse than the first (as on the microwave vowels), the equal sum lets it
+    outvote the better one. The ``blocks + n_classes`` numbers are fitted by multinomial
+    logistic regression on the training split's scores, each block's scores standardised
+    first (L-BFGS from the equal sum, deterministic). It uses the same device passes as
+    goodness prediction, plus one scoring of the training split per fit.
+    """
+
+    def __init__(self, l2: float = 1e-3, max_iter: int = 100):
+        self.l2, self.max_iter = l2, max_iter
+        self.weight: torch.Tensor | None = None
+        self.bias: torch.Tensor | None = None
+        self.mean: torch.Tensor | None = None
+        self.std: torch.Tensor | None = None
+
+    def fit(self, s: torch.Tensor, y: torch.Tensor, flops: FlopMeter | None = None) -> BlockWeights:
+        """Fit on the training split's per-block scores ``s`` (``[N, n_classes, blocks]``)."""
+        self.mean = s.mean((0, 1))
+        self.std = s.std((0, 1)).clamp_min(1e-12) if s.shape[0] * s.shape[1] > 1 \
+            else torch.ones_like(self.mean)
+        z = (s - self.mean) / self.std
+        w = torch.ones(s.shape[2], device=s.device, requires_grad=True)
+        b = torch.zeros(s.shape[1], device=s.device, requires_grad=True)
+        opt = torch.optim.LBFGS([w, b], max_iter=self.max_iter, line_search_fn="strong_wolfe")
+        key = ("block-weights", signature(z, w))
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad()
+            with flops.count("readout", key) if flops is not None else nullcontext():
+                loss = F.cross_entropy(z @ w + b, y) + self.l2 * (w.square().sum() + b.square().sum())
+                loss.backward()
+            return loss
+
+        opt.step(closure)
+        self.weight, self.bias = w.detach(), b.detach()
+        return self
+
+    def predict(self, s: torch.Tensor) -> torch.Tensor:
+        """The label with the highest weighted score, per row of ``s``."""
+        if self.weight is None or self.bias is None or self.mean is None or self.std is None:
+            raise RuntimeError("BlockWeights.predict before fit")
+        return (((s - self.mean) / self.std) @ self.weight + self.bias).argmax(1)
+
+
+def weighted_goodness(scorer: BlockScorer, net: PhysicalNetwork, x_train: Any,
+                      y_train: torch.Tensor, x_test: Any, y_test: torch.Tensor,
+                      flops: FlopMeter | None = None) -> dict[str, Any]:
+    """Fit ``BlockWeights`` on the training split's scores and predict the test split
+    (``x_*``: tensors or lazy feature stores, as the rules take them).
+
+    Returns the test and training accuracy of the weighted score, the plain sum's test
+    accuracy (``test_acc_summed``: the same measurements, no extra query), the device
+    queries of the training split's scoring (``readout_fit_queries``), the fitted block
+    weights (in standardised units) and the test predictions (``y_pred``).
+    """
+    def queries() -> int:
+        return sum(d.accounting.samples for d in net.devices)
+
+    s_test = scorer.scores(x_test, per_block=True)  # first, as goodness prediction does
+    q0 = queries()
+    s_train = scorer.scores(x_train, per_block=True)
+    fit_queries = queries() - q0
+    fit = BlockWeights().fit(s_train, y_train, flops)
+    y_pred = fit.predict(s_test)
+    assert fit.weight is not None
+    return {
+        "test_acc": (y_pred == y_test).float().mean().item(),
+        "train_acc": (fit.predict(s_train) == y_train).float().mean().item(),
+        "test_acc_summed": (s_test.sum(2).argmax(1) == y_test).float().mean().item(),
+        "readout_fit_queries": fit_queries,
+        "readout_block_weights": fit.weight.cpu().tolist(),
+        "y_pred": y_pred,
+    }

@@ -1,0 +1,79 @@
+"""train.readout = "weighted": the blocks' goodness with weights fitted on the training split."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from conftest import whole_and_resumed
+
+from physnn.experiments.config import load_config
+from physnn.experiments.runner import TrainSession, run
+from physnn.train.methods import evaluation
+from physnn.train.readout import BlockWeights
+
+
+def test_block_weights_learn_to_trust_the_informative_block():
+    gen = torch.Generator().manual_seed(0)
+    n, c = 600, 5
+    y = torch.randint(0, c, (n,), generator=gen)
+    good = 0.3 * torch.randn(n, c, generator=gen)
+    good[torch.arange(n), y] += 1.0  # block 0 favours the true label
+    loud = 3.0 * torch.randn(n, c, generator=gen)  # block 1: loud and uninformative
+    s = torch.stack([good, loud], 2)
+    tr, te = slice(0, 400), slice(400, None)
+    fit = BlockWeights().fit(s[tr], y[tr])
+    assert fit.weight is not None and fit.weight[0] > 5 * fit.weight[1].abs()
+    weighted = (fit.predict(s[te]) == y[te]).float().mean()
+    summed = (s[te].sum(2).argmax(1) == y[te]).float().mean()
+    assert weighted > 0.95 and summed < 0.6
+    with pytest.raises(RuntimeError, match="before fit"):
+        BlockWeights().predict(s)
+
+
+def test_per_block_scores_add_up_to_the_summed_scores(tiny_config):
+    s = TrainSession(load_config(tiny_config), 0, "cpu", progress=False)
+    s.trainer.train_epoch(s.data.x_train, s.data.y_train)
+    x = s.data.x_test[:50]
+    with evaluation(s.trainer, s.net):
+        summed = s.trainer.scores(x)
+    with evaluation(s.trainer, s.net):  # the same noise draws again
+        per = s.trainer.scores(x, per_block=True)
+    assert per.shape == (50, 10, 2)
+    torch.testing.assert_close(per.sum(2), summed)
+
+
+def test_a_weighted_run_measures_what_a_goodness_run_does(tiny_config, tmp_path):
+    cfg = copy.deepcopy(tiny_config)
+    cfg["train"].update(epochs=2, eval_every=1, eval_train=False)
+    plain = run(cfg, tmp_path / "goodness.h5", progress=False).record["metrics"]
+    cfg["train"]["readout"] = "weighted"
+    rec = run(cfg, tmp_path / "weighted.h5", progress=False).record
+    m = rec["metrics"]
+    # the same training and the same test measurements: the plain sum is the goodness run's
+    np.testing.assert_array_equal(m["test_acc_summed"], plain["test_acc"])
+    np.testing.assert_array_equal(m["eval_queries"], plain["eval_queries"])
+    np.testing.assert_array_equal(m["loss"], plain["loss"])
+    n_train = 1797 - len(rec["predictions"]["test_true"])  # the digits' training split
+    assert list(m["readout_fit_queries"]) == [n_train * 10 * 2] * 2  # every label, both blocks
+    assert m["readout_block_weights"].shape == (2, 2) and np.isfinite(m["readout_block_weights"]).all()
+    assert rec["predictions"]["test_pred"].shape == rec["predictions"]["test_true"].shape
+    acc = (rec["predictions"]["test_pred"] == rec["predictions"]["test_true"]).mean()
+    assert acc == pytest.approx(m["test_acc"][-1])
+    assert rec["accounting"]["digital"]["flops_readout"] > 0
+
+
+def test_resumed_weighted_run_equals_uninterrupted(tiny_config, tmp_path):
+    cfg = copy.deepcopy(tiny_config)
+    cfg["train"].update(epochs=3, eval_every=1, readout="weighted", ensemble=2)
+    full, resumed = whole_and_resumed(cfg, tmp_path)
+    for key in ("test_acc", "train_acc", "test_acc_summed", "readout_block_weights", "eval_queries"):
+        np.testing.assert_array_equal(full.record["metrics"][key], resumed.record["metrics"][key])
+
+
+def test_weighted_is_refused_for_rules_without_goodness(tiny_config):
+    cfg = copy.deepcopy(tiny_config)
+    cfg["train"].update(readout="weighted", method="backprop")
+    with pytest.raises(ValueError, match=r"train.readout = 'weighted' weighs the blocks' "
+                                         r"goodness: train.method phyll or ff, not 'backprop'"):
+        load_config(cfg)
