@@ -73,6 +73,19 @@ def test_the_spec_is_checked_in_one_line_each(tmp_path: Path, tiny_config) -> No
         load_spec(tmp_path / "nope.toml")
 
 
+def test_a_candidate_is_one_line_of_set_that_reads_back(tmp_path: Path, tiny_config) -> None:
+    from physnn.experiments.config import apply_overrides
+
+    base = _base(tmp_path, tiny_config)
+    spec = load_spec({"name": "w", "base": base, "seeds": [0], "axes": {
+        "network.hidden": [[20, 20, 20, 20], [8]], "train.readout": ["both"]}})
+    for c in spec.candidates():
+        sets = c.assignments()
+        assert not any("\n" in a for a in sets), sets
+        assert apply_overrides(base, sets).to_dict() == c.config([]).to_dict()
+    assert "network.hidden=[20, 20, 20, 20]" in spec.candidates()[0].assignments()
+
+
 def test_candidates_cross_the_grid_with_seeded_random_draws(tmp_path: Path, tiny_config) -> None:
     base = _base(tmp_path, tiny_config)
     spec = load_spec({**_spec(base), "random": {

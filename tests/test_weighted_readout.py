@@ -9,6 +9,7 @@ from conftest import whole_and_resumed
 
 from physnn.experiments.config import load_config
 from physnn.experiments.runner import TrainSession, run
+from physnn.experiments.sweep import trial_figures
 from physnn.train.methods import evaluation
 from physnn.train.readout import BlockWeights
 
@@ -61,6 +62,9 @@ def test_a_weighted_run_measures_what_a_goodness_run_does(tiny_config, tmp_path)
     acc = (rec["predictions"]["test_pred"] == rec["predictions"]["test_true"]).mean()
     assert acc == pytest.approx(m["test_acc"][-1])
     assert rec["accounting"]["digital"]["flops_readout"] > 0
+    # a sweep can select by either: its table carries both
+    figs = trial_figures(tmp_path / "weighted.h5", rec)
+    assert (figs["test_acc"], figs["test_acc_summed"]) == (m["test_acc"][-1], m["test_acc_summed"][-1])
 
 
 def test_resumed_weighted_run_equals_uninterrupted(tiny_config, tmp_path):

@@ -32,13 +32,17 @@ from .sweep_spec import ACCURACIES, Candidate, SweepSpec, _seed_text, load_spec
 def trial_figures(path: Path, record: dict[str, Any]) -> dict[str, float]:
     """What the sweep table needs of one run log: accuracies and the ledger's numbers."""
     r = run_result(Path(path), record)
-    lin = np.asarray(record["metrics"].get("test_acc_linear", []), dtype=float)
-    lin = lin[~np.isnan(lin)]
+
+    def last(key: str) -> float:  # a read-out's own accuracy at the last evaluation
+        v = np.asarray(record["metrics"].get(key, []), dtype=float)
+        v = v[~np.isnan(v)]
+        return float(v[-1]) if v.size else math.nan
+
     ledger = record["accounting"].get("ledger", {})
     return {
         **{k: float(v) for k, v in ledger.items() if isinstance(v, int | float)},
         "test_acc": r.test_acc, "train_acc": r.train_acc,
-        "test_acc_linear": float(lin[-1]) if lin.size else math.nan,
+        "test_acc_linear": last("test_acc_linear"), "test_acc_summed": last("test_acc_summed"),
         "reference_acc": r.reference_acc,
         "wall_time_s": float(record["wall_time_s"]),
     }

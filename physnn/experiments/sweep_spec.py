@@ -21,7 +21,7 @@ from .config import ExperimentConfig, apply_overrides, nested, presets
 SPEC_KEYS = ("name", "base", "set", "seeds", "tune_seeds", "report_seeds", "select", "goal",
              "retries", "axes", "random", "resources")
 DISTRIBUTIONS = ("uniform", "log_uniform", "int_uniform", "choice")
-ACCURACIES = ("test_acc", "test_acc_linear", "train_acc")
+ACCURACIES = ("test_acc", "test_acc_linear", "test_acc_summed", "train_acc")
 """Metrics a sweep can select by besides the run ledger's entries (``queries_train``,
 ``flops_train_total``, ``energy_train_j``, ``wall_time_s``, ...)."""
 
@@ -101,6 +101,9 @@ class Candidate:
 
 
 def _toml_value(v: Any) -> str:
+    """``v`` as TOML on one line (what ``--set`` takes; tomli_w breaks arrays over lines)."""
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     return tomli_w.dumps({"v": v}).partition("=")[2].strip()
 
 
