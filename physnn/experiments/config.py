@@ -379,6 +379,7 @@ def _check_negatives_and_augment(t: TrainConfig) -> None:
 
 def _check_values(cfg: ExperimentConfig) -> None:
     """The ranges and choices the types cannot say; the first problem, in one line."""
+    from ..train.ensemble import GOODNESS_RULES
     from ..train.methods import METHODS  # the registry is the one list of learning rules
     from ..train.negatives import NEGATIVES
 
@@ -394,15 +395,15 @@ def _check_values(cfg: ExperimentConfig) -> None:
         (not t.train_device or t.method == "backprop",
          f"train.train_device = true needs train.method = 'backprop' (got {t.method!r}): only "
          "in-silico backprop differentiates the device's own tensors"),
-        (t.ensemble == 1 or t.method in ("phyll", "ff"),
-         f"train.ensemble = {t.ensemble} applies to train.method phyll or ff (scored by "
-         f"goodness), not {t.method!r}; leave it at 1"),
+        (t.ensemble == 1 or t.method in GOODNESS_RULES,
+         f"train.ensemble = {t.ensemble} applies to train.method {' or '.join(GOODNESS_RULES)} "
+         f"(scored by goodness), not {t.method!r}; leave it at 1"),
         (t.ensemble == 1 or t.readout in ("goodness", "weighted"),
          f"train.ensemble = {t.ensemble} is scored by the members' summed goodness; set "
          f"train.readout = 'goodness' or 'weighted' (got {t.readout!r})"),
-        (t.readout != "weighted" or t.method in ("phyll", "ff"),
-         f"train.readout = 'weighted' weighs the blocks' goodness: train.method phyll or ff, "
-         f"not {t.method!r}"),
+        (t.readout != "weighted" or t.method in GOODNESS_RULES,
+         f"train.readout = 'weighted' weighs the blocks' goodness: train.method "
+         f"{' or '.join(GOODNESS_RULES)}, not {t.method!r}"),
         (t.method != "phyll-unsupervised" or t.readout == "linear",
          "train.method 'phyll-unsupervised' is scored by the linear read-out only; set "
          f"train.readout = 'linear' (got {t.readout!r})"),

@@ -24,8 +24,9 @@ from .flops import FlopMeter
 from .network import Block, PhysicalNetwork
 from .phyll import PhyLL
 
-ENSEMBLE_RULES = ("phyll", "ff")
-"""The rules ``train.ensemble > 1`` applies to: the ones that score every label by goodness."""
+GOODNESS_RULES = ("phyll", "ff")
+"""The rules that score every label by goodness: what ``train.ensemble > 1`` and the
+weighted read-out (``train.readout = "weighted"``) apply to."""
 
 
 def member_network(net: PhysicalNetwork, gen: torch.Generator) -> PhysicalNetwork:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .backprop import Backprop, EndToEndSettings
-from .ensemble import ENSEMBLE_RULES, Ensemble, member_network
+from .ensemble import GOODNESS_RULES, Ensemble, member_network
 from .ff import FFSettings, ForwardForward
 from .flops import FlopMeter
 from .ledger import LedgerFlopMeter
@@ -166,16 +166,16 @@ def make_trainer(
     m = getattr(train, "ensemble", 1)
     if m == 1:
         return first
-    if train.method not in ENSEMBLE_RULES or m < 1:
+    if train.method not in GOODNESS_RULES or m < 1:
         raise ValueError(f"train.ensemble = {m} needs train.method in "
-                         f"{', '.join(ENSEMBLE_RULES)} and ensemble >= 1 (got {train.method!r})")
+                         f"{', '.join(GOODNESS_RULES)} and ensemble >= 1 (got {train.method!r})")
     members = [first]
     for k in range(1, m):  # member k: its own weights, directions and rule stream
         gen = torch.Generator().manual_seed(_MEMBER_SEED * k + seed)
         members.append(factory(train, member_network(net, gen), n_classes,
                                _MEMBER_SEED * k + seed, label_width=label_width,
                                image_shape=image_shape))
-    assert all(isinstance(t, PhyLL) for t in members)  # ENSEMBLE_RULES are PhyLL's kind
+    assert all(isinstance(t, PhyLL) for t in members)  # GOODNESS_RULES are PhyLL's kind
     return Ensemble(members)  # type: ignore[arg-type]
 
 
