@@ -42,7 +42,16 @@ def test_preset_trains_one_epoch(name, tmp_path):
     n_train = load_data(cfg, 0).x_train.shape[0]
     # one query per sample (PhyLL: positive and negative) per block per epoch
     per_sample = 1 if cfg.train.method == "backprop" else 2
-    assert r.record["metrics"]["train_queries"][0] == per_sample * blocks * n_train
+    assert r.record["metrics"]["train_queries"][0] == (
+        per_sample * blocks * n_train * cfg.train.ensemble)
+
+
+def test_the_best_microwave_preset_is_the_paper_preset_plus_what_the_sweep_chose():
+    paper = load_config("vowels-microwave").to_dict()
+    best = load_config("vowels-microwave-best").to_dict()
+    assert (best["train"]["ensemble"], best["train"]["readout"]) == (3, "weighted")
+    best["train"].update(ensemble=paper["train"]["ensemble"], readout=paper["train"]["readout"])
+    assert {**best, "name": paper["name"]} == paper
 
 
 def test_vowel_presets_use_the_paper_settings():
