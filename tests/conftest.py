@@ -1,3 +1,4 @@
+import copy
 import importlib.util
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +40,16 @@ def whole_and_resumed(cfg: Any, folder: Path) -> tuple[RunResult, RunResult]:
     run(cfg, folder / "part.h5", progress=False, stop_after=1)
     assert read_run(folder / "part.h5")["status"] == "running"
     return whole, run(cfg, folder / "part.h5", progress=False)
+
+
+def refused_in_one_line(cfg: dict, train: dict, message: str) -> None:
+    """``cfg`` with ``train`` merged into its ``[train]`` is refused by ``load_config`` with
+    one line matching ``message``."""
+    cfg = copy.deepcopy(cfg)
+    cfg["train"].update(train)
+    with pytest.raises(ValueError, match=message) as err:
+        load_config(cfg)
+    assert "\n" not in str(err.value)
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from conftest import whole_and_resumed
+from conftest import refused_in_one_line, whole_and_resumed
 
 from physnn.core.device import Domain
 from physnn.data import load_digits
@@ -298,11 +298,7 @@ def test_resumed_run_equals_uninterrupted(tiny_config, tmp_path, train):
      r"train.augment_size for train.augment = 'shift' must be a whole number of pixels, got 1.5"),
 ])
 def test_config_refusals_are_one_line(tiny_config, train, message):
-    cfg = copy.deepcopy(tiny_config)
-    cfg["train"].update(train)
-    with pytest.raises(ValueError, match=message) as info:
-        load_config(cfg)
-    assert "\n" not in str(info.value)
+    refused_in_one_line(tiny_config, train, message)
 
 
 def test_refusals_that_need_the_data_are_one_line(tiny_config):

@@ -5,7 +5,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from conftest import whole_and_resumed
+from conftest import refused_in_one_line, whole_and_resumed
 
 from physnn.experiments.config import load_config
 from physnn.experiments.runner import TrainSession, run
@@ -76,8 +76,6 @@ def test_resumed_weighted_run_equals_uninterrupted(tiny_config, tmp_path):
 
 
 def test_weighted_is_refused_for_rules_without_goodness(tiny_config):
-    cfg = copy.deepcopy(tiny_config)
-    cfg["train"].update(readout="weighted", method="backprop")
-    with pytest.raises(ValueError, match=r"train.readout = 'weighted' weighs the blocks' "
-                                         r"goodness: train.method phyll or ff, not 'backprop'"):
-        load_config(cfg)
+    refused_in_one_line(tiny_config, {"readout": "weighted", "method": "backprop"},
+                        r"train.readout = 'weighted' weighs the blocks' goodness: "
+                        r"train.method phyll or ff, not 'backprop'")

@@ -40,6 +40,7 @@ import numpy as np
 from ..core.atomic import discard_stale, save_figure_atomic, write_text_atomic
 from ..core.perturbation import advance, perturbable
 from ..train.methods import evaluation
+from ..train.network import device_queries
 from .compare import load_settings
 from .config import ConfigSource, ExperimentConfig, apply_overrides, load_config, run_label
 from .jobs import Executor, Job, run_jobs
@@ -47,7 +48,6 @@ from .loop import run_epochs
 from .runner import (
     build_network,
     check_torch_device,
-    device_queries,
     load_data,
     make_trainer,
     map_into_domain,

@@ -22,7 +22,7 @@ from ..train.flops import FlopMeter
 from ..train.ledger import PeakMemory, run_ledger
 from ..train.methods import Trainer, evaluation, uses_labels
 from ..train.methods import make_trainer as make_rule_trainer
-from ..train.network import Block, PhysicalNetwork
+from ..train.network import Block, PhysicalNetwork, device_queries
 from ..train.readout import BlockScorer, LinearReadout, neutral_features, weighted_goodness
 from .config import ConfigSource, ExperimentConfig, load_config
 from .loop import run_epochs
@@ -125,11 +125,6 @@ def check_torch_device(name: str) -> None:
         raise ValueError(f"unknown torch device {name!r}; use cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"torch device {name!r} requested but CUDA is not available here; use cpu")
-
-
-def device_queries(net: PhysicalNetwork) -> int:
-    """Samples sent to every device of ``net`` so far."""
-    return sum(d.accounting.samples for d in net.devices)
 
 
 def references(cfg: ExperimentConfig, raw: Dataset, data: Dataset, domain: Domain, seed: int,

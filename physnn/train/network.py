@@ -90,6 +90,11 @@ class BlockList(nn.ModuleList):
         return iter(self._modules.values())  # type: ignore[arg-type]
 
 
+def device_queries(net: PhysicalNetwork) -> int:
+    """Samples sent to every device of ``net`` so far (their accounting, summed)."""
+    return sum(d.accounting.samples for d in net.devices)
+
+
 class PhysicalNetwork(nn.Module):
     """A stack of blocks; block k+1 sees the detached output of block k."""
 

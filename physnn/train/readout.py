@@ -11,6 +11,7 @@ logistic regression on the training set. Only the read-out is trained; the block
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any, Protocol
 
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .flops import FlopMeter, signature
-from .network import PhysicalNetwork
+from .network import PhysicalNetwork, device_queries
 
 
 def neutral_label(
@@ -56,6 +57,23 @@ def neutral_features(
     return torch.cat(parts)
 
 
+def _lbfgs(w: torch.Tensor, b: torch.Tensor, loss_of: Callable[[], torch.Tensor],
+           max_iter: int, flops: FlopMeter | None, key: Any) -> None:
+    """Minimise ``loss_of()`` over ``w`` and ``b`` in place (L-BFGS, strong Wolfe: the same
+    steps every time); each loss-and-gradient evaluation is charged to ``readout`` under
+    ``key`` (see ``LinearReadout.fit``)."""
+    opt = torch.optim.LBFGS([w, b], max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        with flops.count("readout", key) if flops is not None else nullcontext():
+            loss = loss_of()
+            loss.backward()
+        return loss
+
+    opt.step(closure)
+
+
 class LinearReadout:
     """Multinomial logistic regression on fixed features (L-BFGS, deterministic)."""
 
@@ -80,17 +98,9 @@ class LinearReadout:
         z = (f - self.mean) / self.std
         w = torch.zeros(f.shape[1], self.n_classes, device=f.device, requires_grad=True)
         b = torch.zeros(self.n_classes, device=f.device, requires_grad=True)
-        opt = torch.optim.LBFGS([w, b], max_iter=self.max_iter, line_search_fn="strong_wolfe")
         key = ("closure", signature(z, w), self.l2 != 0)
-
-        def closure() -> torch.Tensor:
-            opt.zero_grad()
-            with flops.count("readout", key) if flops is not None else nullcontext():
-                loss = F.cross_entropy(z @ w + b, y) + self.l2 * w.square().sum()
-                loss.backward()
-            return loss
-
-        opt.step(closure)
+        _lbfgs(w, b, lambda: F.cross_entropy(z @ w + b, y) + self.l2 * w.square().sum(),
+               self.max_iter, flops, key)
         self.weight, self.bias = w.detach(), b.detach()
         return self
 
@@ -135,17 +145,9 @@ class BlockWeights:
         z = (s - self.mean) / self.std
         w = torch.ones(s.shape[2], device=s.device, requires_grad=True)
         b = torch.zeros(s.shape[1], device=s.device, requires_grad=True)
-        opt = torch.optim.LBFGS([w, b], max_iter=self.max_iter, line_search_fn="strong_wolfe")
         key = ("block-weights", signature(z, w))
-
-        def closure() -> torch.Tensor:
-            opt.zero_grad()
-            with flops.count("readout", key) if flops is not None else nullcontext():
-                loss = F.cross_entropy(z @ w + b, y) + self.l2 * (w.square().sum() + b.square().sum())
-                loss.backward()
-            return loss
-
-        opt.step(closure)
+        _lbfgs(w, b, lambda: F.cross_entropy(z @ w + b, y)
+               + self.l2 * (w.square().sum() + b.square().sum()), self.max_iter, flops, key)
         self.weight, self.bias = w.detach(), b.detach()
         return self
 
@@ -167,13 +169,10 @@ def weighted_goodness(scorer: BlockScorer, net: PhysicalNetwork, x_train: Any,
     queries of the training split's scoring (``readout_fit_queries``), the fitted block
     weights (in standardised units) and the test predictions (``y_pred``).
     """
-    def queries() -> int:
-        return sum(d.accounting.samples for d in net.devices)
-
     s_test = scorer.scores(x_test, per_block=True)  # first, as goodness prediction does
-    q0 = queries()
+    q0 = device_queries(net)
     s_train = scorer.scores(x_train, per_block=True)
-    fit_queries = queries() - q0
+    fit_queries = device_queries(net) - q0
     fit = BlockWeights().fit(s_train, y_train, flops)
     y_pred = fit.predict(s_test)
     assert fit.weight is not None
