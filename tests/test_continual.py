@@ -87,6 +87,15 @@ def test_interrupted_run_resumes_to_the_same_numbers(tmp_path):
         run_continual(other, part, arm="phyll", seed=1, progress=False)
 
 
+@pytest.mark.parametrize("readout", ["linear", "both", "weighted"])
+def test_a_read_out_it_would_ignore_is_refused(tmp_path, readout):
+    cfg = copy.deepcopy(CFG)
+    cfg["train"]["readout"] = readout
+    with pytest.raises(ValueError, match="train.readout must be 'goodness'") as err:
+        run_continual(cfg, tmp_path / "r.h5", arm="phyll", seed=1, progress=False)
+    assert "\n" not in str(err.value) and not (tmp_path / "r.h5").exists()
+
+
 def test_pat_twin_is_stale_unless_tracked(tmp_path):
     from physnn.experiments.runner import build_network, load_data, make_trainer
 

@@ -284,6 +284,10 @@ def run_continual(
     cfg = load_config(config).merged(  # checked like any config value: 1.5 is refused
         {"train": {"method": method}, **({} if seed is None else {"seed": seed})})
     check_torch_device(torch_device)
+    if cfg.train.readout != "goodness":
+        raise ValueError(
+            "physnn continual scores each epoch by the rule's own predictions, so "
+            f"train.readout must be 'goodness' (got {cfg.train.readout!r})")
     if cfg.train.average:
         raise ValueError(
             "train.average is for 'physnn train' runs: a weight average lags a changing device, "
