@@ -262,14 +262,19 @@ def _pool_workers() -> list[int]:
     return out
 
 
-def kill_mid_trial(trials: Path, find, timeout: float = 120.0) -> dict:
+def kill_mid_trial(trials: Path, find, timeout: float = 900.0) -> dict:
     """Start a thread that kills one worker process once a trial has written its first epoch
-    (its run log exists but is not complete); the returned dict says whom it killed."""
-    killed: dict = {}
+    (its run log exists but is not complete); the returned dict says whom it killed.
+
+    The thread watches until it has killed, until ``killed["stop"]`` is set (the caller's
+    sweep is over) or for ``timeout`` s: on a loaded machine Ray's workers can take minutes
+    to start, and a watcher that gave up first made the test fail for no fault of the code."""
+    stop = threading.Event()
+    killed: dict = {"stop": stop}
 
     def watch() -> None:
         end = time.monotonic() + timeout
-        while time.monotonic() < end:
+        while time.monotonic() < end and not stop.is_set():
             running = []
             for p in trials.rglob("seed*.h5"):
                 try:
@@ -294,7 +299,8 @@ def test_a_pool_gives_the_same_table_and_survives_a_killed_worker(reference) -> 
     spec = {**spec, "retries": 3}
     killed = kill_mid_trial(tmp / "pool" / "tiny" / "trials", _pool_workers)
     pooled = sweep(spec, out=tmp / "pool", jobs=2, progress=False)
-    killed["thread"].join(timeout=1)
+    killed["stop"].set()
+    killed["thread"].join(timeout=5)
     assert "pid" in killed, f"no worker was killed: the trials ran too fast to catch one {killed}"
     assert all(r.complete for r in pooled.rows) and pooled.report is not None
     assert pooled.report.complete
@@ -350,7 +356,8 @@ def test_a_ray_worker_killed_mid_trial_is_retried(reference, ray_instance) -> No
     spec, result, tmp = reference
     killed = kill_mid_trial(tmp / "ray-kill" / "tiny" / "trials", _ray_trials)
     on_ray = sweep(spec, out=tmp / "ray-kill", ray="local", progress=False)
-    killed["thread"].join(timeout=1)
+    killed["stop"].set()
+    killed["thread"].join(timeout=5)
     assert "pid" in killed, "no Ray worker was killed: the trials ran too fast to catch one"
     assert all(r.complete for r in on_ray.rows) and on_ray.report is not None
     assert on_ray.report.complete
