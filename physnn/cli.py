@@ -346,7 +346,7 @@ def _bounded(kind: type, least: float, most: float | None = None) -> Callable[[s
 
 
 _COUNT = _bounded(int, 1)
-_SEED = _bounded(int, 0, 2**32 - 1)  # the config's seed range (config.RANGES["seed"])
+_SEED = _bounded(int, 0, 2**32 - 1)  # the config's seed range (config_checks.RANGES["seed"])
 
 
 def _add_run_options(p: argparse.ArgumentParser, *, seeds: int, out: str) -> None:

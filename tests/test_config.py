@@ -169,7 +169,7 @@ def _numeric_keys(cls: type, prefix: str = "") -> set[str]:
 def test_every_numeric_key_has_exactly_one_declared_range() -> None:
     """issue 18: a new numeric setting (in a config section or in LocalRuleSettings) cannot
     slip in without a range: RANGES must list it."""
-    from physnn.experiments.config import RANGES
+    from physnn.experiments.config_checks import RANGES
 
     keys = _numeric_keys(ExperimentConfig)
     assert {"seed", "network.hidden", "train.alpha", "train.label_amplitude",
@@ -206,7 +206,7 @@ def test_a_seed_given_to_run_is_checked_like_the_configs(tiny_config, tmp_path) 
 def test_the_docs_state_every_declared_range() -> None:
     """issue 18: docs/getting-started.md's table is the user's view of RANGES; it must not
     drift from it."""
-    from physnn.experiments.config import RANGES
+    from physnn.experiments.config_checks import RANGES
 
     text = (Path(__file__).parents[1] / "docs" / "getting-started.md").read_text()
     rows = {line.split("|")[1].strip(" `"): line for line in text.splitlines()
@@ -249,3 +249,35 @@ def test_two_experiments_never_share_a_folder(tmp_path, tiny_config):
     for s in (a, b, c):
         assert (tmp_path / "runs" / s.name / "seed0.h5").is_file()
     assert b.results[0].record["config"]["device"]["camera_shape"] == [6, 6]
+
+
+def test_a_config_lists_only_what_it_changes_on_its_base(tmp_path: Path) -> None:
+    """A ``base`` (a preset or a file, relative to the file naming it) is resolved first, then
+    the file's own tables merge on top; free-form tables still merge key by key."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "mid.toml").write_text(
+        'base = "vowels-microwave"\n[device]\nms_chi = 0.4\n[train]\nepochs = 7\n')
+    (tmp_path / "sub" / "top.toml").write_text('base = "../mid.toml"\nname = "top"\n'
+                                               '[train]\nlr = 1e-3\n')
+    got = load_config(tmp_path / "sub" / "top.toml")
+    want = load_config("vowels-microwave").merged(
+        {"name": "top", "device": {"ms_chi": 0.4}, "train": {"epochs": 7, "lr": 1e-3}})
+    assert got.to_dict() == want.to_dict()
+    assert got.device["kind"] == "sim:microwave" and "base" not in got.to_dict()
+    assert load_config({"base": "vowels-microwave", "seed": 3}).seed == 3
+
+
+@pytest.mark.parametrize(("files", "message"), [
+    ({"a.toml": 'base = "b.toml"', "b.toml": 'base = "a.toml"'},
+     r"bases form a loop: .*a\.toml -> .*b\.toml -> .*a\.toml$"),
+    ({"a.toml": "base = 3"}, r"a base must be a preset name or a \.toml path, got 3$"),
+    ({"a.toml": 'base = "no-such-preset"'},
+     r"base 'no-such-preset' is neither a preset nor an existing \.toml file"),
+    ({"a.toml": 'base = "digits-optical"\n[train]\nlrr = 1.0'}, r"unknown config key 'train\.lrr'"),
+])
+def test_a_bad_base_is_one_line_naming_it(tmp_path: Path, files: dict[str, str], message: str) -> None:
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ValueError, match=message) as e:
+        load_config(tmp_path / "a.toml")
+    assert "\n" not in str(e.value)

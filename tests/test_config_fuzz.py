@@ -24,12 +24,12 @@ from hypothesis import strategies as st
 
 from physnn.experiments.config import (
     DEFAULTS,
-    RANGES,
     ExperimentConfig,
     apply_overrides,
     load_config,
     parse_assignment,
 )
+from physnn.experiments.config_checks import RANGES
 
 FUZZ = settings(max_examples=250, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow])

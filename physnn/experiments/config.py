@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-import math
 import tomllib
 import types
 import typing
@@ -26,11 +25,7 @@ from typing import Any, Union
 import tomli_w
 
 from ..train.phyll import LocalRuleSettings
-
-READOUTS = ("goodness", "linear", "both", "weighted")
-"""Prediction: the paper's goodness per candidate label, a neutral-label linear read-out
-(one device pass per sample instead of one per class), both side by side, or goodness with
-block weights fitted on the training split (``phyll`` and ``ff``)."""
+from .config_checks import check_values
 
 
 @dataclass
@@ -79,7 +74,7 @@ class TrainConfig(LocalRuleSettings):
     digital_j_per_flop: float = 1e-11
     """Assumed digital energy per FLOP for the ledger."""
     readout: str = "goodness"
-    """``goodness``, ``linear``, ``both`` or ``weighted`` (see ``READOUTS``)."""
+    """``goodness``, ``linear``, ``both`` or ``weighted`` (see ``config_checks.READOUTS``)."""
     average: float = 0.0
     """Per-epoch decay of the weight average used for evaluation; 0 = off."""
 
@@ -130,7 +125,7 @@ class ExperimentConfig:
         return _from_dict(_merge(self.to_dict(), data, ExperimentConfig, ""))
 
     def __post_init__(self) -> None:
-        _check_values(self)
+        check_values(self)
 
 
 # -- reading: types -------------------------------------------------------------------------
@@ -234,193 +229,6 @@ def _from_dict(data: dict[str, Any]) -> ExperimentConfig:
     )
 
 
-# -- values ---------------------------------------------------------------------------------
-
-INT64_MAX = 2**63 - 1
-"""TOML's largest integer: an integer key never holds more, whatever its range says."""
-
-
-@dataclass(frozen=True)
-class Allowed:
-    """The values one numeric config key may take: a finite number between ``lo`` and ``hi``.
-
-    NaN and infinities are never allowed (they reach the devices as NaN inputs or train
-    nothing), integers never exceed TOML's 64 bits, and ``why`` says what the key means in
-    the error, so a user sees why the range is what it is.
-    """
-
-    lo: float
-    hi: float = math.inf
-    lo_open: bool = False
-    hi_open: bool = False
-    why: str = ""
-    alternative: str = ""
-    """A non-numeric value the key also takes (checked elsewhere), named in the error."""
-
-    def allows(self, value: float) -> bool:
-        """Whether ``value`` (an int or a float, as the type check let through) is allowed."""
-        if isinstance(value, float) and not math.isfinite(value):
-            return False
-        if isinstance(value, int) and not -INT64_MAX - 1 <= value <= INT64_MAX:
-            return False
-        above = value > self.lo if self.lo_open else value >= self.lo
-        below = value < self.hi if self.hi_open else value <= self.hi
-        return above and below
-
-    def text(self) -> str:
-        """The range as a user reads it: ``> 0``, ``>= 1``, ``in [0, 1)``."""
-        if self.hi == math.inf:
-            text = f"{'>' if self.lo_open else '>='} {self.lo}"
-        else:
-            text = f"in {'(' if self.lo_open else '['}{self.lo}, {self.hi}" \
-                f"{')' if self.hi_open else ']'}"
-        return f"{text} or {self.alternative}" if self.alternative else text
-
-    def error(self, key: str, value: float) -> str:
-        """The one-line message for ``key = value`` outside the range."""
-        where = f"{key} ({self.why})" if self.why else key
-        if isinstance(value, float) and not math.isfinite(value):
-            return f"{where} must be a finite number {self.text()}, got {value!r}"
-        if isinstance(value, int) and not -INT64_MAX - 1 <= value <= INT64_MAX:
-            return f"{where} must be an integer {self.text()} within TOML's 64 bits, got {value!r}"
-        return f"{where} must be {self.text()}, got {value!r}"
-
-
-_POSITIVE, _COUNT = Allowed(0, lo_open=True), Allowed(1)
-RANGES: dict[str, Allowed] = {
-    "seed": Allowed(0, 2**32 - 1, why="seeds the data split, the devices and the reference fit"),
-    "network.hidden": Allowed(1, why="each block's output width"),
-    "train.lr": _POSITIVE,
-    "train.inner_steps": _COUNT,
-    "train.alpha": Allowed(
-        0, lo_open=True, why="the loss's sharpness; <= 0 rewards the wrong label or nothing"),
-    "train.label_amplitude": Allowed(
-        0, lo_open=True, why="the label overlay's amplitude", alternative="'batch_max'"),
-    "train.batch_size": Allowed(0, why="0 = full batch"),
-    "train.epochs": _COUNT,
-    "train.eval_every": _COUNT,
-    "train.ff_threshold": _POSITIVE,
-    "train.directions": _COUNT,
-    "train.ensemble": Allowed(1, why="networks on the same devices; 1 = one network"),
-    "train.negatives_per_positive": Allowed(
-        1, why="distinct wrong labels per sample; at most n_classes - 1, checked with the data"),
-    "train.augment_size": Allowed(
-        0, why="pixels (shift) or relative noise (jitter); 0 = the augmentation's default"),
-    "train.pat_mismatch": Allowed(0, 1),
-    "train.device_lr": Allowed(
-        0, lo_open=True, why="Adam's step for the device's own tensors, in their units"),
-    "train.digital_j_per_flop": Allowed(0),
-    "train.average": Allowed(
-        0, 1, hi_open=True,
-        why="the per-epoch decay of the weight average used for evaluation; 0 = off"),
-    "continual.eval_every": _COUNT,
-    "continual.monitor_window": _COUNT,
-    "continual.drop_points": Allowed(0, 100, lo_open=True, why="accuracy points"),
-    "continual.recover_points": Allowed(0, 100, why="accuracy points"),
-    "continual.freeze_at": Allowed(0, why="0 = the onset of the first change"),
-    "continual.tail_fraction": Allowed(0, 1, lo_open=True),
-}
-"""Every numeric key of every config section and its range: the one place they are declared
-(``tests/test_config.py`` checks that no numeric key is missing). A list's range applies to
-each entry; a number-or-text key's to its numbers."""
-
-
-def _check_ranges(cfg: ExperimentConfig) -> None:
-    """Every key of ``RANGES`` finite and in range; the first problem, in one line."""
-    for key, allowed in RANGES.items():
-        node: Any = cfg
-        for part in key.split("."):
-            node = getattr(node, part)
-        items = list(enumerate(node)) if isinstance(node, list) else [(None, node)]
-        for i, value in items:
-            if isinstance(value, int | float) and not allowed.allows(value):
-                raise ValueError(allowed.error(key if i is None else f"{key}[{i}]", value))
-
-
-LABELLED_NEGATIVES = ("phyll", "ff")
-"""The rules whose negatives carry a wrong label (``train.wrong_label``,
-``train.negatives_per_positive``)."""
-AUGMENTED = ("phyll", "ff", "phyll-unsupervised")
-"""The rules that augment their training batches (``train.augment``): the local rules."""
-
-
-def _check_negatives_and_augment(t: TrainConfig) -> None:
-    """``train.wrong_label``, ``negatives_per_positive``, ``augment`` and ``augment_size``:
-    known values, and only for the rules they apply to; the first problem, in one line."""
-    from ..train.augment import check_augment
-    from ..train.phyll import check_wrong_label
-
-    check_wrong_label(t.wrong_label)
-    check_augment(t.augment)
-    k, size = t.negatives_per_positive, t.augment_size
-    checks = [
-        (t.wrong_label == "random" or t.method in LABELLED_NEGATIVES,
-         f"train.wrong_label = {t.wrong_label!r} applies to train.method "
-         f"{' or '.join(LABELLED_NEGATIVES)} (negatives with a wrong label), not {t.method!r}; "
-         "leave it at 'random'"),
-        (k == 1 or t.method in LABELLED_NEGATIVES,
-         f"train.negatives_per_positive = {k} applies to train.method "
-         f"{' or '.join(LABELLED_NEGATIVES)} (negatives with a wrong label), not {t.method!r}; "
-         "leave it at 1"),
-        (t.augment == "none" or t.method in AUGMENTED,
-         f"train.augment = {t.augment!r} applies to train.method {', '.join(AUGMENTED)}, "
-         f"not {t.method!r}; leave it at 'none'"),
-        (size == 0 or t.augment != "none",
-         f"train.augment_size = {size:g} needs train.augment = 'shift' or 'jitter' "
-         "(it is 'none'); leave it at 0"),
-        (t.augment != "shift" or float(size).is_integer(),
-         f"train.augment_size for train.augment = 'shift' must be a whole number of pixels, "
-         f"got {size:g}"),
-    ]
-    for ok, msg in checks:
-        if not ok:
-            raise ValueError(msg)
-
-
-def _check_values(cfg: ExperimentConfig) -> None:
-    """The ranges and choices the types cannot say; the first problem, in one line."""
-    from ..train.ensemble import GOODNESS_RULES
-    from ..train.methods import METHODS  # the registry is the one list of learning rules
-    from ..train.negatives import NEGATIVES
-
-    _check_ranges(cfg)
-    _check_negatives_and_augment(cfg.train)
-    t, methods = cfg.train, sorted(METHODS)
-    checks = [
-        (t.method in methods, f"train.method {t.method!r} is not available; allowed: {methods}"),
-        (t.readout in READOUTS,
-         f"train.readout must be one of {', '.join(READOUTS)}, got {t.readout!r}"),
-        (t.negatives in ("auto", *NEGATIVES),
-         f"train.negatives must be one of auto, {', '.join(NEGATIVES)}, got {t.negatives!r}"),
-        (not t.train_device or t.method == "backprop",
-         f"train.train_device = true needs train.method = 'backprop' (got {t.method!r}): only "
-         "in-silico backprop differentiates the device's own tensors"),
-        (t.ensemble == 1 or t.method in GOODNESS_RULES,
-         f"train.ensemble = {t.ensemble} applies to train.method {' or '.join(GOODNESS_RULES)} "
-         f"(scored by goodness), not {t.method!r}; leave it at 1"),
-        (t.ensemble == 1 or t.readout in ("goodness", "weighted"),
-         f"train.ensemble = {t.ensemble} is scored by the members' summed goodness; set "
-         f"train.readout = 'goodness' or 'weighted' (got {t.readout!r})"),
-        (t.readout != "weighted" or t.method in GOODNESS_RULES,
-         f"train.readout = 'weighted' weighs the blocks' goodness: train.method "
-         f"{' or '.join(GOODNESS_RULES)}, not {t.method!r}"),
-        (t.method != "phyll-unsupervised" or t.readout == "linear",
-         "train.method 'phyll-unsupervised' is scored by the linear read-out only; set "
-         f"train.readout = 'linear' (got {t.readout!r})"),
-        (
-            not isinstance(t.label_amplitude, str) or t.label_amplitude == "batch_max",
-            f"train.label_amplitude must be a number or 'batch_max', got {t.label_amplitude!r}",
-        ),
-        (len(cfg.network.hidden) >= 1,
-         f"network.hidden must list >= 1 positive widths, got {cfg.network.hidden}"),
-        ("kind" in cfg.device, "device.kind is required, e.g. 'sim:optical'"),
-        ("name" in cfg.data, "data.name is required, e.g. 'digits'"),
-    ]
-    for ok, msg in checks:
-        if not ok:
-            raise ValueError(msg)
-
-
 # -- the public entry points ----------------------------------------------------------------
 
 
@@ -458,28 +266,61 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ValueError(f"config {path} is not valid TOML: {e}") from None
 
 
+def base_source(value: Any, folder: Path, where: str) -> str:
+    """A ``base``: a preset name, or a config file (relative to ``folder``, the folder of the
+    file that names it) as an absolute path; anything else is refused in one line."""
+    if not isinstance(value, str):
+        raise ValueError(f"{where}: a base must be a preset name or a .toml path, got {value!r}")
+    if value in presets():
+        return value
+    path = Path(value) if Path(value).is_absolute() else folder / value
+    if path.suffix == ".toml" and path.is_file():
+        return str(path.resolve())
+    raise ValueError(f"{where}: base {value!r} is neither a preset nor an existing .toml file; "
+                     f"presets: {', '.join(presets())}")
+
+
+def _source_data(text: str) -> tuple[dict[str, Any], Path, str]:
+    """The tables of a preset or a config file, the folder its relative ``base`` is in, and
+    its name in a chain of bases (a file's absolute path)."""
+    path = Path(text)
+    if path.suffix == ".toml" and path.is_file():
+        return _read_toml(path), path.parent, str(path.resolve())
+    if text in presets():
+        return tomllib.loads(preset_text(text)), Path.cwd(), text
+    raise ValueError(f"{text!r} is neither a preset nor an existing .toml file; presets: {presets()}")
+
+
+def _resolved(data: dict[str, Any], folder: Path, chain: tuple[str, ...]) -> dict[str, Any]:
+    """``data`` merged onto its ``base`` (itself resolved first), or onto the defaults.
+
+    A preset or file that names a ``base`` lists only what it changes; the result is the
+    complete config, so a run log never holds a ``base``.
+    """
+    if "base" not in data:
+        return _merge(DEFAULTS, data, ExperimentConfig, "")
+    own = {k: v for k, v in data.items() if k != "base"}
+    where = f"config {chain[-1]!r}" if chain else "config"
+    base = base_source(data["base"], folder, where)
+    if base in chain:
+        raise ValueError(f"config bases form a loop: {' -> '.join((*chain, base))}")
+    under, under_folder, key = _source_data(base)
+    return _merge(_resolved(under, under_folder, (*chain, key)), own, ExperimentConfig, "")
+
+
 def load_config(source: ConfigSource) -> ExperimentConfig:
     """A complete, checked config from a preset name, a TOML path, a dict or a config.
 
-    A dict or a file is merged onto the defaults; a config is checked again (it may have been
-    changed in place) and returned as a new object.
+    A dict or a file is merged onto its ``base`` (a preset or another file) if it names one,
+    else onto the defaults; a config is checked again (it may have been changed in place) and
+    returned as a new object.
     """
     if isinstance(source, ExperimentConfig):
         return _from_dict(_merge(DEFAULTS, source.to_dict(), ExperimentConfig, ""))
     if isinstance(source, dict):
-        data = source
-    else:
-        text = str(source)
-        path = Path(text)
-        if path.suffix == ".toml" and path.is_file():
-            data = _read_toml(path)
-        elif text in presets():
-            data = tomllib.loads(preset_text(text))
-        else:
-            raise ValueError(
-                f"{text!r} is neither a preset nor an existing .toml file; presets: {presets()}"
-            )
-    return _from_dict(_merge(DEFAULTS, data, ExperimentConfig, ""))
+        return _from_dict(_resolved(source, Path.cwd(), ()))
+    data, folder, key = _source_data(str(source))
+    return _from_dict(_resolved(data, folder, (key,)))
 
 
 def parse_assignment(item: str) -> dict[str, Any]:

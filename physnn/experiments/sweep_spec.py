@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import tomli_w
 
-from .config import ExperimentConfig, apply_overrides, nested, presets
+from .config import ExperimentConfig, apply_overrides, base_source, nested, presets
 
 SPEC_KEYS = ("name", "base", "set", "seeds", "tune_seeds", "report_seeds", "select", "goal",
              "retries", "axes", "random", "resources")
@@ -226,7 +226,7 @@ def load_spec(source: str | Path | dict[str, Any], *, name: str | None = None) -
     if base is not None:
         if "preset" in spec.axes:
             raise ValueError(f"{where}: give base or a 'preset' axis, not both")
-        spec.base = _base_text(base, folder, where)
+        spec.base = base_source(base, folder, where)
     sets = data.get("set", [])
     if not isinstance(sets, list) or not all(isinstance(s, str) for s in sets):
         raise ValueError(f"{where}: set must be a list of 'section.key=value' strings")
@@ -260,7 +260,7 @@ def _axes(spec: SweepSpec, data: dict[str, Any], folder: Path, where: str) -> No
         if not isinstance(values, list) or not values:
             raise ValueError(f"{where}: axis {key!r} must list at least one value, got {values!r}")
         if key == "preset":
-            values = [_base_text(v, folder, where) for v in values]
+            values = [base_source(v, folder, where) for v in values]
         elif any(isinstance(v, dict) for v in values):
             if not all(isinstance(v, dict) and v for v in values):
                 raise ValueError(f"{where}: axis {key!r} mixes tables of settings with plain values")
@@ -334,16 +334,3 @@ def _choice_and_resources(spec: SweepSpec, data: dict[str, Any], where: str) -> 
     spec.gpus = float(res.get("gpus", 0.0))
     if spec.gpus < 0:
         raise ValueError(f"{where}: resources.gpus must be >= 0, got {spec.gpus}")
-
-
-def _base_text(value: Any, folder: Path, where: str) -> str:
-    """A preset name, or a config file (relative to the spec's folder) as an absolute path."""
-    if not isinstance(value, str):
-        raise ValueError(f"{where}: a base must be a preset name or a .toml path, got {value!r}")
-    if value in presets():
-        return value
-    path = Path(value) if Path(value).is_absolute() else folder / value
-    if path.suffix == ".toml" and path.is_file():
-        return str(path.resolve())
-    raise ValueError(f"{where}: base {value!r} is neither a preset nor an existing .toml file; "
-                     f"presets: {', '.join(presets())}")
