@@ -83,3 +83,46 @@ def test_missing_values_error_or_training_mean():
     with pytest.raises(ValueError, match="every training sample"):
         make_dataset("toy", x, y, ["a", "b", "c"], test_fraction=0.2, seed=0,
                      impute_missing=True)
+
+
+def test_a_feature_split_into_digits_keeps_its_finer_steps():
+    """Each feature as base-4 digits on the device's four levels: the digits read back to the
+    feature at 4**digits steps (what a 2-bit device alone cannot hold), and a device that
+    snaps to its levels changes none of them."""
+    from physnn.data.dataset import split_into_digits
+
+    x = np.array([[0.0, 1.0], [0.5, 0.3], [0.49, 0.02]])
+    got = split_into_digits(x, 2, 4)
+    # round(x * 15) = 0, 15 | 8, 4 | 7, 0; high digits first, then low digits
+    want = np.array([[0, 3, 0, 3], [2, 1, 0, 0], [1, 0, 3, 0]]) / 3
+    np.testing.assert_allclose(got, want)
+    back = (got[:, :2] * 3 * 4 + got[:, 2:] * 3) / 15
+    assert np.abs(back - x).max() <= 0.5 / 15 + 1e-12
+    three = split_into_digits(np.linspace(0, 1, 64)[:, None], 3, 4)
+    assert {round(float(v) * 3, 9) for v in three.ravel()} == {0.0, 1.0, 2.0, 3.0}
+    assert len({tuple(r) for r in three}) == 64  # 64 distinct values, none merged
+    assert split_into_digits(x, 1, 4) is x
+
+
+def test_digits_widen_the_inputs_after_the_label_slots():
+    x, y = _toy()
+    one = make_dataset("toy", x, y, ["a", "b", "c"], test_fraction=0.2, seed=0, pad_to=6)
+    two = make_dataset("toy", x, y, ["a", "b", "c"], test_fraction=0.2, seed=0, digits=2,
+                       pad_to=10)
+    assert one.n_features == 6 and two.n_features == 10 and two.label_slots == 3
+    assert torch.equal(two.x_train[:, :3], torch.zeros(len(two.x_train), 3))
+    assert torch.equal(two.y_train, one.y_train)
+    with pytest.raises(ValueError, match=r"pad_to=8 is smaller than the 3 label slots \+ 6 features = 9"):
+        make_dataset("toy", x, y, ["a", "b", "c"], test_fraction=0.2, seed=0, digits=2, pad_to=8)
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    ({"digits": 0}, r"digits \(inputs per feature\) must be a whole number >= 1, got 0$"),
+    ({"digits": 1.5}, r"digits \(inputs per feature\) must be a whole number >= 1, got 1.5$"),
+    ({"digits": 2, "digit_levels": 1},
+     r"digit_levels \(input levels of the device\) must be a whole number >= 2, got 1$"),
+])
+def test_bad_digits_are_one_line(kw, message):
+    x, y = _toy()
+    with pytest.raises(ValueError, match=message):
+        make_dataset("toy", x, y, ["a", "b", "c"], test_fraction=0.2, seed=0, **kw)

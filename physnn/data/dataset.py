@@ -183,6 +183,8 @@ def make_dataset(
     impute_missing: bool = False,
     split: tuple[np.ndarray, np.ndarray] | None = None,
     image_shape: tuple[int, int] | None = None,
+    digits: int = 1,
+    digit_levels: int = 4,
 ) -> Dataset:
     """Split, scale features to [0, 1] with training statistics, reserve label slots, pad.
 
@@ -213,6 +215,10 @@ def make_dataset(
     the same order get the same split.
 
     ``image_shape``: (rows, columns) when each row of ``x`` is an image (``Dataset.image_shape``).
+
+    ``digits``: each scaled feature as this many inputs (``split_into_digits``), so a device
+    whose inputs have ``digit_levels`` levels (the 2-bit metasurface: 4) sees each feature at
+    ``digit_levels ** digits`` levels instead of ``digit_levels``; 1 (default) leaves it.
     """
     if scaling not in SCALINGS:
         raise ValueError(f"unknown scaling {scaling!r}; allowed: {', '.join(SCALINGS)}")
@@ -225,7 +231,7 @@ def make_dataset(
     else:
         train, test = (np.asarray(i, dtype=np.int64) for i in split)
     x = _impute(name, x, train, impute_missing)
-    xs = _scale(x, train, scaling)
+    xs = split_into_digits(_scale(x, train, scaling), digits, digit_levels)
     n_classes = len(class_names)
     if int(label_width) != label_width or label_width < 1:
         raise ValueError(f"label_width must be a positive integer, got {label_width}")
@@ -270,6 +276,27 @@ def _scale(x: np.ndarray, train: np.ndarray, scaling: str) -> np.ndarray:
     shift = z[train].min()
     top = (z[train] - shift).max()
     return np.clip((z - shift) / (top if top > 0 else 1.0), 0.0, 1.0)
+
+
+def split_into_digits(xs: np.ndarray, digits: int, levels: int) -> np.ndarray:
+    """Features in [0, 1] rounded to ``levels ** digits`` steps and written as ``digits``
+    base-``levels`` digits, each digit scaled back into [0, 1].
+
+    A device with ``levels`` input levels takes each digit exactly, so a lab spends more
+    inputs (metasurface elements) per feature instead of a finer device. Columns: every
+    feature's most significant digit, then every feature's next one.
+    """
+    if int(digits) != digits or digits < 1:
+        raise ValueError(f"digits (inputs per feature) must be a whole number >= 1, got {digits}")
+    if int(levels) != levels or levels < 2:
+        raise ValueError(f"digit_levels (input levels of the device) must be a whole number >= 2, "
+                         f"got {levels}")
+    if digits == 1:
+        return xs
+    digits, levels = int(digits), int(levels)
+    steps = np.rint(xs * (levels**digits - 1)).astype(np.int64)
+    return np.concatenate([(steps // levels**k) % levels / (levels - 1)
+                           for k in range(digits - 1, -1, -1)], axis=1)
 
 
 def _layout(name: str, xs: np.ndarray, slots: int, pad_to: int | None) -> np.ndarray:

@@ -427,6 +427,8 @@ def load_table(
     pad_to: int | None = None,
     reserve_label_slots: bool = True,
     label_width: int = 1,
+    digits: int = 1,
+    digit_levels: int = 4,
 ) -> Dataset:
     """A classification table from a file as a ``Dataset`` (the registry's ``"table"``).
 
@@ -448,10 +450,11 @@ def load_table(
       ``load_vowels`` and the other loaders split: the same rows in the same order with the
       same classes give the same tensors.
 
-    Every class needs a row in both sets. ``scaling``, ``pad_to``, ``reserve_label_slots``
-    and ``label_width`` mean what they mean for ``make_dataset`` (statistics from the
-    training rows only). Missing or non-numeric feature cells, unknown columns, classes of
-    one row and files that are not UTF-8 are errors naming the file, row and column.
+    Every class needs a row in both sets. ``scaling``, ``pad_to``, ``reserve_label_slots``,
+    ``label_width``, ``digits`` and ``digit_levels`` mean what they mean for ``make_dataset``
+    (statistics from the training rows only). Missing or non-numeric feature cells, unknown
+    columns, classes of one row and files that are not UTF-8 are errors naming the file, row
+    and column.
     """
     table = read_table(path, sheet=sheet)
     reserved = {label: "label"}
@@ -479,7 +482,7 @@ def load_table(
     return make_dataset(
         f"table-{table.file.stem}", x, y, class_names, test_fraction=test_fraction, seed=seed,
         reserve_label_slots=reserve_label_slots, label_width=label_width, scaling=scaling,
-        pad_to=pad_to, split=rows,
+        pad_to=pad_to, split=rows, digits=digits, digit_levels=digit_levels,
     )
 
 

@@ -441,6 +441,8 @@ def load_vowels(
     missing: str = "drop",
     n_speakers: int | None = None,
     subset: str | Path | None = None,
+    digits: int = 1,
+    digit_levels: int = 4,
 ) -> Dataset:
     """The vowel classification task as a ``Dataset`` (the registry's ``"vowels"``).
 
@@ -470,7 +472,8 @@ def load_vowels(
     ``"zscore"``: z-score, then shift and scale the whole matrix into [0, 1]; see
     ``make_dataset``), ``reserve_label_slots`` prepends ``label_width`` zero entries
     per class for the label overlay, and ``pad_to`` pads with zeros to that input width.
-    Split: stratified, ``test_fraction`` per class, fixed by ``seed``.
+    ``digits`` and ``digit_levels`` write each feature as several device inputs
+    (``make_dataset``). Split: stratified, ``test_fraction`` per class, fixed by ``seed``.
 
     ``subset`` (Hillenbrand only): a named token list (``"momeni2023"``, see
     ``physnn.data.tokens.SUBSETS``) or a file of token names, one per line, ``#`` comments.
@@ -488,6 +491,7 @@ def load_vowels(
         f"vowels-{source}", x, y, vowels,
         test_fraction=test_fraction, seed=seed, reserve_label_slots=reserve_label_slots,
         label_width=label_width, scaling=scaling, pad_to=pad_to, impute_missing=True,
+        digits=digits, digit_levels=digit_levels,
     )
 
 
