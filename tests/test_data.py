@@ -112,7 +112,8 @@ def test_digits_widen_the_inputs_after_the_label_slots():
     assert one.n_features == 6 and two.n_features == 10 and two.label_slots == 3
     assert torch.equal(two.x_train[:, :3], torch.zeros(len(two.x_train), 3))
     assert torch.equal(two.y_train, one.y_train)
-    with pytest.raises(ValueError, match=r"pad_to=8 is smaller than the 3 label slots \+ 6 features = 9"):
+    too_narrow = r"pad_to=8 is smaller than the 3 label slots \+ 6 features = 9"
+    with pytest.raises(ValueError, match=too_narrow):
         make_dataset("toy", x, y, ["a", "b", "c"], test_fraction=0.2, seed=0, digits=2, pad_to=8)
 
 

@@ -50,6 +50,7 @@ def test_preset_trains_one_epoch(name, tmp_path):
 
 BEST = {  # each -best preset: its paper preset plus what its held-out sweep chose
     "vowels-microwave-best": ("vowels-microwave", {"train": {"ensemble": 3, "readout": "weighted"}}),
+    "vowels-microwave-digits": ("vowels-microwave-best", {"data": {"digits": 2, "pad_to": 32}}),
     "mnist-optical-best": ("mnist-optical", {
         "device": {"pool": 1, "pool_stride": 1},
         "train": {"epochs": 40, "eval_every": 20, "readout": "weighted", "augment": "shift",
