@@ -167,6 +167,9 @@ def stratified_split(
 
 SCALINGS = ("minmax", "zscore")
 
+DIGIT_LEVELS = 4
+"""``digit_levels``' default: the input levels of a 2-bit device (the microwave metasurface)."""
+
 
 def make_dataset(
     name: str,
@@ -184,7 +187,7 @@ def make_dataset(
     split: tuple[np.ndarray, np.ndarray] | None = None,
     image_shape: tuple[int, int] | None = None,
     digits: int = 1,
-    digit_levels: int = 4,
+    digit_levels: int = DIGIT_LEVELS,
 ) -> Dataset:
     """Split, scale features to [0, 1] with training statistics, reserve label slots, pad.
 

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from .dataset import Dataset, make_dataset
+from .dataset import DIGIT_LEVELS, Dataset, make_dataset
 
 TEXT_SUFFIXES = (".csv", ".tsv", ".txt")
 ARRAY_SUFFIXES = (".npz", ".h5", ".hdf5")
@@ -428,7 +428,7 @@ def load_table(
     reserve_label_slots: bool = True,
     label_width: int = 1,
     digits: int = 1,
-    digit_levels: int = 4,
+    digit_levels: int = DIGIT_LEVELS,
 ) -> Dataset:
     """A classification table from a file as a ``Dataset`` (the registry's ``"table"``).
 

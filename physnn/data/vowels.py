@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .dataset import SCALINGS, Dataset, make_dataset
+from .dataset import DIGIT_LEVELS, SCALINGS, Dataset, make_dataset
 from .tokens import read_token_list, token_rows
 
 log = logging.getLogger(__name__)
@@ -442,7 +442,7 @@ def load_vowels(
     n_speakers: int | None = None,
     subset: str | Path | None = None,
     digits: int = 1,
-    digit_levels: int = 4,
+    digit_levels: int = DIGIT_LEVELS,
 ) -> Dataset:
     """The vowel classification task as a ``Dataset`` (the registry's ``"vowels"``).
 

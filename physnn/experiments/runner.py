@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from ..core import Domain, make_device
 from ..data import DATASETS, Dataset
+from ..data.dataset import DIGIT_LEVELS
 from ..train.averaging import WeightAverage
 from ..train.flops import FlopMeter
 from ..train.ledger import PeakMemory, run_ledger
@@ -108,7 +109,7 @@ def build_network(
 def check_digit_levels(cfg: ExperimentConfig, domain: Domain) -> None:
     """Refuse ``data.digits`` written for another number of levels than the first device's
     inputs have: its snapping would turn every digit into a wrong one, silently."""
-    digits, levels = cfg.data.get("digits", 1), cfg.data.get("digit_levels", 4)
+    digits, levels = cfg.data.get("digits", 1), cfg.data.get("digit_levels", DIGIT_LEVELS)
     if digits != 1 and domain.levels is not None and len(domain.levels) != levels:
         raise ValueError(f"data.digit_levels = {levels}, but the device's inputs take "
                          f"{len(domain.levels)} levels ({domain.describe()}); set "
