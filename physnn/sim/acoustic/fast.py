@@ -370,7 +370,9 @@ class _Adjoint(torch.autograd.Function):
         gacc = gacc.contiguous() if gacc is not None else xtraj.new_zeros(shape)
         lam_src = xtraj.new_zeros(b, s.drive.shape[0], s.spk_idx.numel())
         _run_c("bwd", s, ctx.span[0], ctx.span[1], ctx.read, [lp, ld, lx, lu, gacc, lam_src, xtraj])
-        gx = lam_src.flatten(1) @ s.drive_2d.T
+        # in float64 like the forward's table: a float32 product over this long axis would
+        # round differently with the number of threads the matmul splits it over
+        gx = (lam_src.flatten(1).double() @ s.drive_2d_f64.T).to(x.dtype)
         return (gx, None, None, None, None) + (None,) * 6
 
 
