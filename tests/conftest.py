@@ -1,5 +1,6 @@
 import copy
 import importlib.util
+import os
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -70,3 +71,9 @@ def example() -> Callable[[str], ModuleType]:
         return module
 
     return load
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: one worker per core this process may use, at most 8 (each imports torch
+    and some build devices of a few hundred MB; more workers than that buy little)."""
+    return max(1, min(8, len(os.sched_getaffinity(0))))
