@@ -275,6 +275,44 @@ def test_sigterm_is_handled_like_ctrl_c(tiny_toml, tmp_path):
     assert read_run(log)["status"] == "running"
 
 
+def _workers(pid: int) -> list[int]:
+    """The pool's worker processes among ``pid``'s children (not multiprocessing's resource
+    tracker, which leaves on its own once the parent has gone)."""
+    kids = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    return [k for k in kids if b"spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes()]
+
+
+def _gone(pid: int) -> bool:
+    """Exited (a zombie counts: nobody may reap an orphan in a container)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_sigterm_stops_a_pools_workers_too(tiny_toml, tmp_path):
+    """``kill`` on a ``--jobs 2`` run: the workers stop with it, each log at its last epoch
+    (a pool's shutdown alone leaves the running jobs computing and the parent waiting)."""
+    logs = [tmp_path / "out" / "tiny" / f"seed{s}.h5" for s in (0, 1)]
+    a = _long_run(tiny_toml, tmp_path, "--seeds", "2", "--jobs", "2")
+    workers: list[int] = []
+    try:
+        _wait_for(lambda: all(p.exists() for p in logs), "both seeds' first epoch")
+        workers = _workers(a.pid)
+        a.send_signal(signal.SIGTERM)
+        _, err = a.communicate(timeout=60)
+    finally:
+        if a.poll() is None:  # the bug this test is about: take the tree down by hand
+            for pid in _workers(a.pid):
+                os.kill(pid, signal.SIGKILL)
+            a.kill()
+    assert a.returncode == 143, err
+    assert "terminated; rerun the same command to resume" in err and "Traceback" not in err
+    assert len(workers) >= 2 and all(_gone(pid) for pid in workers), workers
+    assert not list(logs[0].parent.glob(".*"))  # no temporary file, no lock file
+    assert [read_run(p)["status"] for p in logs] == ["running", "running"]
+
+
 # -- the output folder ----------------------------------------------------------------------
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -147,6 +149,37 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def _init_pool_worker(threads: int) -> None:
+    _init_worker(threads)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # unwind as Ctrl-C: temporary files removed
+        signal.signal(sig, _interrupt)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """The first signal unwinds the job; later ones (Ctrl-C reaches the workers, then the
+    parent's SIGTERM) are ignored so they cannot cut that clean-up short."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def _stop_workers(pool: ProcessPoolExecutor, grace_s: float = 30.0) -> None:
+    """Stop the running jobs too when the parent is interrupted or terminated. Shutting the
+    pool down only cancels the queued jobs, and the interpreter's exit then waits for the
+    running ones: ``kill`` on a ``--jobs`` run left its workers computing for hours."""
+    workers = list((pool._processes or {}).values())  # the pool has no public handle on them
+    pool.shutdown(wait=False, cancel_futures=True)
+    for w in workers:
+        if w.is_alive():
+            w.terminate()  # SIGTERM: the job unwinds; its run log keeps its last epoch
+    deadline = time.monotonic() + grace_s
+    for w in workers:
+        w.join(max(0.0, deadline - time.monotonic()))
+        if w.is_alive():
+            w.kill()
+            w.join()
+
+
 def _failed(error: BaseException) -> Outcome:
     return Outcome(error=f"{type(error).__name__}: {error}", exception=error)
 
@@ -241,7 +274,7 @@ def _run_pool(jobs: list[Job], ex: Executor, bar: tqdm) -> list[Outcome]:
     queue = deque(range(len(jobs)))
     while queue:
         pool = ProcessPoolExecutor(
-            max_workers=min(n_workers, len(queue)), mp_context=ctx, initializer=_init_worker,
+            max_workers=min(n_workers, len(queue)), mp_context=ctx, initializer=_init_pool_worker,
             initargs=(worker_threads(ex.jobs, ex.threads),),
         )
         running: dict[Future[Any], int] = {}
@@ -272,7 +305,7 @@ def _run_pool(jobs: list[Job], ex: Executor, bar: tqdm) -> list[Outcome]:
                     bar.set_postfix_str(jobs[i].label)
                     bar.update()
         except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
+            _stop_workers(pool)
             raise
         pool.shutdown(wait=not broken, cancel_futures=True)
     return [o if o is not None else Outcome(error="not run") for o in outcomes]
