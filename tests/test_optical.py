@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from physnn.core import make_device
+from physnn.sim import optical
 from physnn.sim.optical import OpticalCavity, OpticalConfig, haar_unitary
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -44,6 +45,34 @@ def test_haar_unitary_is_unitary_and_seeded():
     u = haar_unitary(9, torch.Generator().manual_seed(1))
     assert torch.allclose(u.conj().T @ u, torch.eye(9, dtype=u.dtype), atol=1e-12)
     assert torch.equal(u, haar_unitary(9, torch.Generator().manual_seed(1)))
+
+
+def test_a_remembered_unitary_is_the_fresh_draw_and_moves_the_generator_alike():
+    """Large unitaries come from an in-process cache; a hit must equal a fresh draw bit for
+    bit, leave the generator where the draw would, and survive a caller editing its copy."""
+    n = optical._HAAR_CACHE.min_n
+    optical._HAAR_CACHE.clear()
+    fresh_gen = torch.Generator().manual_seed(5)
+    fresh = optical._draw_haar(n, fresh_gen, torch.complex128)
+    after = torch.randn(3, generator=fresh_gen)
+    for _ in range(2):  # a miss, then a hit
+        gen = torch.Generator().manual_seed(5)
+        u = haar_unitary(n, gen)
+        assert torch.equal(u, fresh) and torch.equal(torch.randn(3, generator=gen), after)
+        u.zero_()  # a caller changing its matrix in place changes no later draw
+    assert len(optical._HAAR_CACHE._entries) == 1
+    other = haar_unitary(n, torch.Generator().manual_seed(6))
+    assert not torch.equal(other, fresh) and len(optical._HAAR_CACHE._entries) == 2
+
+
+def test_the_unitary_cache_stays_within_its_bytes():
+    cache = optical._HaarCache(min_n=8, max_bytes=3 * 300**2 * 16)
+    for seed in range(5):
+        cache.get(300, torch.Generator().manual_seed(seed), torch.complex128)
+    assert len(cache._entries) == 3 and cache.nbytes <= cache.max_bytes
+    kept = [cache.get(300, torch.Generator().manual_seed(s), torch.complex128) for s in (2, 3, 4)]
+    assert len(cache._entries) == 3 and all(torch.allclose(k.conj().T @ k, torch.eye(300,
+        dtype=k.dtype), atol=1e-10) for k in kept)
 
 
 @pytest.mark.parametrize("encoding", ["phase", "amplitude"])

@@ -8,7 +8,10 @@ multiplicatively. Unused SLM pixels hold a constant background and act as a refe
 
 from __future__ import annotations
 
+import hashlib
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Self
@@ -22,7 +25,18 @@ from ..core.perturbation import Perturbable, Sudden
 
 
 def haar_unitary(n: int, gen: torch.Generator, dtype: torch.dtype = torch.complex128) -> torch.Tensor:
-    """A Haar-random ``n x n`` unitary (QR of a complex Gaussian with the phase fix-up)."""
+    """A Haar-random ``n x n`` unitary (QR of a complex Gaussian with the phase fix-up).
+
+    Large ones are remembered in this process (see ``_HaarCache``): the QR of a 2809-mode
+    matrix takes seconds, and the same cavity is built again by every run, test or comparison
+    arm that uses the same seed. A hit returns the same bits and leaves ``gen`` where a fresh
+    draw would have left it."""
+    if n < _HAAR_CACHE.min_n:
+        return _draw_haar(n, gen, dtype)
+    return _HAAR_CACHE.get(n, gen, dtype)
+
+
+def _draw_haar(n: int, gen: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
     z = torch.complex(
         torch.randn(n, n, generator=gen, dtype=torch.float64),
         torch.randn(n, n, generator=gen, dtype=torch.float64),
@@ -30,6 +44,46 @@ def haar_unitary(n: int, gen: torch.Generator, dtype: torch.dtype = torch.comple
     q, r = torch.linalg.qr(z)
     d = torch.diagonal(r)
     return (q * (d / d.abs()).unsqueeze(0)).to(dtype)
+
+
+class _HaarCache:
+    """Least-recently-used unitaries, keyed on everything that decides their bits: the size,
+    the dtype, the generator's whole state and the torch thread count (LAPACK's blocking may
+    round differently with more threads). Bounded in bytes, so a sweep over many seeds keeps
+    only the last few."""
+
+    def __init__(self, min_n: int = 256, max_bytes: int = 512 * 2**20) -> None:
+        self.min_n, self.max_bytes = min_n, max_bytes
+        self._entries: OrderedDict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, n: int, gen: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+        state = gen.get_state()
+        key = (n, dtype, torch.get_num_threads(), hashlib.sha256(state.numpy().tobytes()).digest())
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None:
+                self._entries.move_to_end(key)
+        if hit is not None:
+            gen.set_state(hit[1])
+            return hit[0].clone()  # callers may change theirs in place
+        u = _draw_haar(n, gen, dtype)
+        with self._lock:
+            self._entries[key] = (u.clone(), gen.get_state())
+            while self.nbytes > self.max_bytes and self._entries:
+                self._entries.popitem(last=False)
+        return u
+
+    @property
+    def nbytes(self) -> int:
+        return sum(u.numel() * u.element_size() for u, _ in self._entries.values())
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+_HAAR_CACHE = _HaarCache()
 
 
 def _shape(value: Any, name: str) -> tuple[int, int]:
