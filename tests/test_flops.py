@@ -110,3 +110,49 @@ def test_the_read_out_is_charged_its_evaluations() -> None:
     assert cached.measurements == 1  # one evaluation counted, the others charged from it
     total = everything.totals["readout"]
     assert 0.99 * total <= cached.totals["readout"] <= total
+
+
+def _torch_mode_measure(self):
+    """``LedgerFlopMeter._measure`` as it was, on torch's own ``FlopCounterMode``."""
+    from contextlib import contextmanager
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from physnn.train.ledger import _Tally
+
+    @contextmanager
+    def measure():
+        tally, result = _Tally(), []
+        with FlopCounterMode(display=False, custom_mapping=tally.mapping()):
+            yield result
+        result[:] = [tally.fwd + tally.bwd, tally.bwd]
+
+    return measure()
+
+
+def test_the_ledgers_dispatch_mode_counts_what_torchs_counter_counts(
+    tiny_config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ledger counts with its own lean dispatch mode (``FlopDispatchMode``): the same
+    totals, forward and backward apart, as torch's ``FlopCounterMode`` with the same formulas,
+    over the trainers' steps (complex optics, Adam, a twin, the read-outs) and an acoustic
+    cavity's torch replay (pointwise-heavy, with its adjoint)."""
+    from physnn.sim.acoustic import AcousticCavity, AcousticConfig
+
+    cfgs = [load_config({**copy.deepcopy(tiny_config), "train": {
+        **tiny_config["train"], "method": m, "batch_size": b, "epochs": 1}})
+        for m, b in (("phyll", 0), ("pat", 32))]
+    dev = AcousticCavity(AcousticConfig(n_in=4, first_bin=3, transient_steps=8, window_steps=64))
+    dev.amplitudes(torch.zeros(1, 4, dtype=torch.float64))  # its one-off calibration, uncounted
+
+    def counted() -> list[object]:
+        meter = LedgerFlopMeter(cache=False)
+        x = torch.rand(2, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        with meter.count("cavity"):
+            dev.amplitudes(x.requires_grad_()).square().sum().backward()
+        return [_run(cfg, cache=False)[0] for cfg in cfgs] + [meter.split("cavity")]
+
+    ours = counted()
+    monkeypatch.setattr(LedgerFlopMeter, "_measure", _torch_mode_measure)
+    assert ours == counted()
+    assert ours[1]["model:backward"] > 0 and min(ours[2]) > 0

@@ -15,14 +15,76 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
 
+import torch
 from torch.utils import flop_counter
-from torch.utils._python_dispatch import _get_current_dispatch_mode_stack, _pop_mode, _push_mode
+from torch.utils._python_dispatch import (
+    TorchDispatchMode,
+    _get_current_dispatch_mode_stack,
+    _pop_mode,
+    _push_mode,
+)
+
+aten = torch.ops.aten
+_SHAPE_QUERIES = frozenset(
+    getattr(getattr(aten, op), overload)
+    for op, overload in [
+        ("sym_is_contiguous", "default"), ("is_contiguous", "default"),
+        ("is_contiguous", "memory_format"), ("is_strides_like_format", "default"),
+        ("is_non_overlapping_and_dense", "default"), ("size", "default"),
+        ("sym_size", "default"), ("stride", "default"), ("sym_stride", "default"),
+        ("storage_offset", "default"), ("sym_storage_offset", "default"), ("numel", "default"),
+        ("sym_numel", "default"), ("dim", "default"),
+    ]
+    if hasattr(aten, op) and hasattr(getattr(aten, op), overload)
+) | {torch.ops.prim.layout.default}
+"""Metadata queries torch's FLOP counter lets through uncounted (as ``NotImplemented``)."""
+_COMPOSITE = torch._C.DispatchKey.CompositeImplicitAutograd
+_DECOMPOSES: dict[Any, bool] = {}
+
+
+class FlopDispatchMode(TorchDispatchMode):
+    """torch's ``FlopCounterMode`` dispatch rule, without its per-module breakdown: an op with
+    a composite decomposition is counted as the ops it decomposes into, any other op runs and
+    ``formulas[op packet](*args, out_val=out, **kwargs)`` is called on it.
+
+    Why not torch's own: that one tries every op's decomposition inside a fresh mode push,
+    tracks modules and passes a compiler guard, about 150 us an op. A simulator replayed in
+    torch ops under the ledger (the acoustic cavity: some 10^5 ops a pass) spent 45 s of a
+    one-epoch run there. Whether an op decomposes is looked up once per op here, so the same
+    ops are counted (``tests/test_flops.py`` checks the totals equal torch's mode's)."""
+
+    def __init__(self, formulas: dict[Any, Any]) -> None:
+        super().__init__()
+        self.formulas = formulas
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if func in _SHAPE_QUERIES:
+            return NotImplemented
+        decomposes = _DECOMPOSES.get(func)
+        if decomposes is None:
+            decomposes = _DECOMPOSES[func] = func is not torch.ops.prim.device.default and (
+                _COMPOSITE in func.py_kernels
+                or torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), _COMPOSITE))
+        if decomposes:
+            with self:
+                r = func.decompose(*args, **kwargs)
+            if r is not NotImplemented:
+                return r
+        out = func(*args, **kwargs)
+        formula = self.formulas.get(func._overloadpacket)
+        if formula is not None:
+            formula(*args, out_val=out, **kwargs)
+        return out
+
 
 _FLOP_MODES: tuple[type, ...] = tuple(
-    c for c in (flop_counter.FlopCounterMode, getattr(flop_counter, "_FlopCounterMode", None))
+    c for c in (flop_counter.FlopCounterMode, getattr(flop_counter, "_FlopCounterMode", None),
+                FlopDispatchMode)
     if isinstance(c, type)
 )
-"""Dispatch-mode classes of torch's FLOP counter (the public one was the mode before 2.6)."""
+"""Dispatch-mode classes of FLOP counters: torch's (the public one was the mode before 2.6)
+and the ledger's."""
 
 
 @contextmanager

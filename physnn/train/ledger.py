@@ -27,8 +27,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode, flop_registry
+from torch.utils.flop_counter import flop_registry
 
+from ..nn.counting import FlopDispatchMode
 from .flops import FlopMeter
 
 aten = torch.ops.aten
@@ -60,6 +61,8 @@ _FOREACH: dict[str, int] = {
 
 
 def _tensors(obj: Any) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):  # nearly every op: skip the tree walk
+        return [obj]
     return [t for t in torch.utils._pytree.tree_leaves(obj) if isinstance(t, torch.Tensor)]
 
 
@@ -135,7 +138,7 @@ class LedgerFlopMeter(FlopMeter):
         """Count the wrapped block, pointwise ops included; fills ``[total, backward]``."""
         tally = _Tally()
         result: list[int] = []
-        with FlopCounterMode(display=False, custom_mapping=tally.mapping()):
+        with FlopDispatchMode(tally.mapping()):
             yield result
         result[:] = [tally.fwd + tally.bwd, tally.bwd]
 
