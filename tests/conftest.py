@@ -73,6 +73,28 @@ def example() -> Callable[[str], ModuleType]:
     return load
 
 
+SHARED_CAVITY = ("mnist", "fashion")
+"""Tests whose ids name these build the 2809-mode MNIST cavity: its Haar unitary's QR takes
+16 s a device, and ``physnn.sim.optical.haar_unitary`` remembers it per process, so they run
+on one xdist worker whatever module they are in (saves about a minute of the suite)."""
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadscope`` (a module per worker, so module fixtures run once), with the
+    SHARED_CAVITY tests as one scope of their own."""
+    if config.getoption("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class CavityScope(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            if any(word in nodeid for word in SHARED_CAVITY):
+                return "shared-cavity"
+            return super()._split_scope(nodeid)
+
+    return CavityScope(config, log)
+
+
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """``-n auto``: one worker per core this process may use, at most 8 (each imports torch
     and some build devices of a few hundred MB; more workers than that buy little)."""

@@ -213,7 +213,8 @@ def test_a_flop_counter_sees_the_simulators_work():
     """The C loop is invisible to torch's dispatch: under a FLOP counter the torch steps also
     run for it to count, so the ledger charges a twin its real FLOPs, not zero, and the
     numbers (the C loop's) are the same with and without the counter."""
-    dev = AcousticCavity(AcousticConfig())
+    # the default cavity with a shorter transient and window: every step costs ~0.1 s counted
+    dev = AcousticCavity(AcousticConfig(transient_steps=32, window_steps=128))
     x = drive(4, F64)
     cells_steps = dev.config.grid[0] * dev.config.grid[1] * dev.config.total_steps * 4
     fwd, bwd, g_counted = _counted_grad(dev, x, backward_watched_only=False)
