@@ -323,12 +323,32 @@ def test_executor_options_are_checked() -> None:
 
 @pytest.fixture(scope="module")
 def ray_instance():
-    """A local Ray instance with 2 CPUs, as on the CI machine."""
-    ray = pytest.importorskip(
+    """A local Ray instance with 2 CPUs, as on the CI machine, started by physnn's own
+    ``ray="local"`` path."""
+    from unittest import mock
+
+    from physnn.experiments.jobs import Executor, ray_session
+
+    pytest.importorskip(
         "ray", reason="Ray is not installed (an optional extra: pip install -e '.[cluster]')")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
+    session = ray_session(Executor(ray="local"))
+    with mock.patch("physnn.experiments.jobs.usable_cores", return_value=2):  # for ray.init only
+        ray = session.__enter__()
+    try:
+        yield ray
+    finally:
+        session.__exit__(None, None, None)
+
+
+def test_a_local_ray_runs_its_jobs_at_normal_priority(ray_instance) -> None:
+    """Ray's default nice 15 let the other test worker starve the Ray tests (330 s for a 33 s
+    test); runs on a local instance get the CPU share of a pool worker."""
+    import subprocess
+
+    from physnn.experiments.jobs import Executor, Job, run_jobs
+
+    nice = Job("nice", subprocess.check_output, {"args": ["nice"], "text": True})  # prints it
+    assert run_jobs([nice], executor=Executor(ray="local"), progress=False) == ["0\n"]
 
 
 def _ray_trials() -> list[int]:
