@@ -436,7 +436,7 @@ class OpticalCavity(Perturbable, Device):
             img = img.reshape(n, *self.config.camera_shape)
         axes = fig.subplots(1, n, squeeze=False)[0]
         for i, ax in enumerate(axes):
-            im = ax.imshow(img[i].cpu(), cmap="inferno")
+            im = ax.imshow(img[i].cpu().numpy(), cmap="inferno")  # numpy 2: not a tensor
             ax.set(title=f"input {i}", xticks=[], yticks=[])
             fig.colorbar(im, ax=ax, shrink=0.7, label=self.spec.output_units)
         fig.suptitle("sim:optical: camera images")
