@@ -1,7 +1,11 @@
 import copy
 import importlib.util
+import io
 import os
+import subprocess
+import traceback
 from collections.abc import Callable
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -9,6 +13,7 @@ from typing import Any
 import pytest
 import torch
 
+from physnn.cli import main
 from physnn.experiments import run
 from physnn.experiments.config import load_config
 from physnn.experiments.runlog import read_run
@@ -32,6 +37,28 @@ def tiny_config():
     cfg["network"]["hidden"] = [32, 32]
     cfg["train"].update(epochs=4, eval_every=2, inner_steps=3, lr=2e-3)
     return cfg
+
+
+def cli_here(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``physnn ARGS`` run by ``physnn.cli.main`` in this process, in ``cwd``, returned as the
+    subprocess would return it (status, stdout, stderr; an escaping exception is status 1 and
+    its traceback). Tests of what a command does use it: a fresh interpreter costs seconds
+    of imports. Tests of the entry point itself (tests/test_cli.py) start ``python -m physnn``."""
+    out, err = io.StringIO(), io.StringIO()
+    here = os.getcwd()
+    os.chdir(cwd)
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as e:  # argparse's usage errors
+                code = e.code if isinstance(e.code, int) else 1
+            except Exception:
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.chdir(here)
+    return subprocess.CompletedProcess(["physnn", *args], code, out.getvalue(), err.getvalue())
 
 
 def whole_and_resumed(cfg: Any, folder: Path) -> tuple[RunResult, RunResult]:

@@ -10,12 +10,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
 import pytest
 import tomli_w
 import torch
+from conftest import cli_here
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -31,7 +33,11 @@ from physnn.experiments.runner import run
 REPO = Path(__file__).resolve().parents[1]
 
 
-def physnn(*args, cwd, **kw):
+def physnn(*args: str, cwd: Path, **kw: Any) -> subprocess.CompletedProcess[str]:
+    """The command in this process (what it does; test_cli.py starts the real entry point),
+    or, with ``subprocess.run`` options such as ``preexec_fn``, in a process of its own."""
+    if not kw:
+        return cli_here(*args, cwd=cwd)
     return subprocess.run(
         [sys.executable, "-m", "physnn", *args], cwd=cwd, capture_output=True, text=True,
         timeout=600, **kw,
