@@ -4,8 +4,8 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import cli_here
 
-from physnn.cli import main
 from physnn.experiments.runlog import read_run
 
 
@@ -16,7 +16,7 @@ def physnn(*args, cwd):
     )
 
 
-def test_train_and_report_end_to_end(tmp_path, monkeypatch, capsys):
+def test_train_and_report_end_to_end(tmp_path):
     p = physnn("train", "digits-optical", "--epochs", "2", "--out", "out", "--no-progress",
                "--set", "train.eval_every=1", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
@@ -28,13 +28,14 @@ def test_train_and_report_end_to_end(tmp_path, monkeypatch, capsys):
     assert not np.isnan(rec["metrics"]["test_acc"]).any()  # evaluated every epoch
     # the same command again (in this process: the entry point is checked above) finds the
     # finished run and does not train again; then the report draws its figures
-    monkeypatch.chdir(tmp_path)
-    assert main(["train", "digits-optical", "--epochs", "2", "--out", "out", "--no-progress",
-                 "--set", "train.eval_every=1"]) == 0
-    assert "PhyLL test accuracy" in capsys.readouterr().out
+    again = cli_here("train", "digits-optical", "--epochs", "2", "--out", "out", "--no-progress",
+                     "--set", "train.eval_every=1", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "PhyLL test accuracy" in again.stdout
     assert read_run(log)["wall_time_s"] == rec["wall_time_s"]
 
-    assert main(["report", str(log)]) == 0
+    r = cli_here("report", str(log), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
     folder = tmp_path / "out" / "digits-optical"
     pngs = [folder / f"seed0_{k}.png" for k in ("curves", "confusion", "device")]
     for png in pngs:
