@@ -255,12 +255,15 @@ def test_concurrent_runs_into_one_folder(tiny_toml, tmp_path):
         # kill -9: the holder is gone, its lock with it; a leftover temp file is cleaned up
         a.send_signal(signal.SIGKILL)
         a.wait()
-        (log.parent / ".seed0.h5.abcd1234.part").write_bytes(b"half")
+        leftover = log.parent / ".seed0.h5.abcd1234.part"
+        leftover.write_bytes(b"half")
         b = _long_run(tiny_toml, tmp_path)
         try:
+            # the lock names its holder before the holder cleans up: wait for both
             _wait_for(lambda: lock_path(log).exists() and str(b.pid) in lock_path(log).read_text(),
                       "the second run's lock")
-            assert not list(log.parent.glob("*.part"))
+            _wait_for(lambda: not leftover.exists(), "the leftover temporary file's removal")
+            assert b.poll() is None
         finally:
             b.kill()
             b.wait()
