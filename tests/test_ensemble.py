@@ -107,7 +107,7 @@ def test_a_checkpoint_of_another_ensemble_size_is_refused(tiny_config):
      r"train.ensemble = 2 applies to train.method phyll or ff .*not 'backprop'"),
     ({"ensemble": 2, "readout": "both"},
      r"train.ensemble = 2 is scored by the members' summed goodness; set train.readout = "
-     r"'goodness' or 'weighted' \(got 'both'\)"),
+     r"'goodness', 'weighted' or 'weighted-or-sum' \(got 'both'\)"),
 ])
 def test_bad_ensemble_settings_are_refused_in_one_line(tiny_config, train, message):
     refused_in_one_line(tiny_config, train, message)

@@ -11,7 +11,7 @@ from physnn.experiments.config import load_config
 from physnn.experiments.runner import TrainSession, run
 from physnn.experiments.sweep import trial_figures
 from physnn.train.methods import evaluation
-from physnn.train.readout import BlockWeights
+from physnn.train.readout import BlockWeights, cross_validated_accuracy, stratified_folds
 
 
 def test_block_weights_learn_to_trust_the_informative_block():
@@ -79,3 +79,37 @@ def test_weighted_is_refused_for_rules_without_goodness(tiny_config):
     refused_in_one_line(tiny_config, {"readout": "weighted", "method": "backprop"},
                         r"train.readout = 'weighted' weighs the blocks' goodness: "
                         r"train.method phyll or ff, not 'backprop'")
+
+
+def test_folds_are_stratified_and_cross_validation_sees_over_fitting():
+    y = torch.tensor([0, 1, 0, 1, 0, 1, 0, 1, 2, 2])
+    assert stratified_folds(y, 2).tolist() == [0, 0, 1, 1, 0, 0, 1, 1, 0, 1]
+    gen = torch.Generator().manual_seed(1)
+    n, c = 400, 4
+    y = torch.randint(0, c, (n,), generator=gen)
+    good = 0.3 * torch.randn(n, c, generator=gen)
+    good[torch.arange(n), y] += 1.0
+    s = torch.stack([good, 3.0 * torch.randn(n, c, generator=gen)], 2)
+    assert cross_validated_accuracy(s, y) > 0.9  # the weights generalise: block 1 turned down
+    noise = torch.randn(n, c, 2, generator=gen)  # nothing to learn: chance on held-out folds
+    assert cross_validated_accuracy(noise, y) < 0.4
+
+
+def test_weighted_or_sum_predicts_with_the_plain_sum_unless_the_weights_cross_validate(
+        tiny_config, tmp_path):
+    cfg = copy.deepcopy(tiny_config)
+    cfg["train"].update(epochs=2, eval_every=1, readout="weighted")
+    weighted = run(cfg, tmp_path / "weighted.h5", progress=False).record["metrics"]
+    cfg["train"]["readout"] = "weighted-or-sum"
+    rec = run(cfg, tmp_path / "either.h5", progress=False).record
+    m = rec["metrics"]
+    for key in ("loss", "test_acc_summed", "readout_block_weights", "eval_queries"):
+        np.testing.assert_array_equal(m[key], weighted[key])  # the same run, measured alike
+    summed = m["readout_summed"]
+    assert set(summed.tolist()) <= {0.0, 1.0}
+    np.testing.assert_array_equal(m["test_acc"], np.where(summed == 1, m["test_acc_summed"],
+                                                          weighted["test_acc"]))
+    acc = (rec["predictions"]["test_pred"] == rec["predictions"]["test_true"]).mean()
+    assert acc == pytest.approx(m["test_acc"][-1])
+    refused_in_one_line(tiny_config, {"readout": "weighted-or-sum", "method": "backprop"},
+                        r"train.readout = 'weighted-or-sum' weighs the blocks' goodness")

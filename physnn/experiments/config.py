@@ -74,7 +74,8 @@ class TrainConfig(LocalRuleSettings):
     digital_j_per_flop: float = 1e-11
     """Assumed digital energy per FLOP for the ledger."""
     readout: str = "goodness"
-    """``goodness``, ``linear``, ``both`` or ``weighted`` (see ``config_checks.READOUTS``)."""
+    """``goodness``, ``linear``, ``both``, ``weighted`` or ``weighted-or-sum`` (see
+    ``config_checks.READOUTS``)."""
     average: float = 0.0
     """Per-epoch decay of the weight average used for evaluation; 0 = off."""
 

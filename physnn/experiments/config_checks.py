@@ -14,10 +14,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .config import ExperimentConfig, TrainConfig
 
-READOUTS = ("goodness", "linear", "both", "weighted")
+WEIGHTED_READOUTS = ("weighted", "weighted-or-sum")
+"""Goodness with block weights fitted on the training split (``phyll`` and ``ff``); the
+second falls back to the plain sum when the weights do not pass cross-validation there."""
+
+READOUTS = ("goodness", "linear", "both", *WEIGHTED_READOUTS)
 """Prediction: the paper's goodness per candidate label, a neutral-label linear read-out
-(one device pass per sample instead of one per class), both side by side, or goodness with
-block weights fitted on the training split (``phyll`` and ``ff``)."""
+(one device pass per sample instead of one per class), both side by side, or a weighted
+goodness (``WEIGHTED_READOUTS``)."""
 
 INT64_MAX = 2**63 - 1
 """TOML's largest integer: an integer key never holds more, whatever its range says."""
@@ -181,11 +185,11 @@ def check_values(cfg: ExperimentConfig) -> None:
         (t.ensemble == 1 or t.method in GOODNESS_RULES,
          f"train.ensemble = {t.ensemble} applies to train.method {' or '.join(GOODNESS_RULES)} "
          f"(scored by goodness), not {t.method!r}; leave it at 1"),
-        (t.ensemble == 1 or t.readout in ("goodness", "weighted"),
+        (t.ensemble == 1 or t.readout in ("goodness", *WEIGHTED_READOUTS),
          f"train.ensemble = {t.ensemble} is scored by the members' summed goodness; set "
-         f"train.readout = 'goodness' or 'weighted' (got {t.readout!r})"),
-        (t.readout != "weighted" or t.method in GOODNESS_RULES,
-         f"train.readout = 'weighted' weighs the blocks' goodness: train.method "
+         f"train.readout = 'goodness', 'weighted' or 'weighted-or-sum' (got {t.readout!r})"),
+        (t.readout not in WEIGHTED_READOUTS or t.method in GOODNESS_RULES,
+         f"train.readout = {t.readout!r} weighs the blocks' goodness: train.method "
          f"{' or '.join(GOODNESS_RULES)}, not {t.method!r}"),
         (t.method != "phyll-unsupervised" or t.readout == "linear",
          "train.method 'phyll-unsupervised' is scored by the linear read-out only; set "

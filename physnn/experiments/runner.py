@@ -26,6 +26,7 @@ from ..train.methods import make_trainer as make_rule_trainer
 from ..train.network import Block, PhysicalNetwork, device_queries
 from ..train.readout import BlockScorer, LinearReadout, neutral_features, weighted_goodness
 from .config import ConfigSource, ExperimentConfig, load_config
+from .config_checks import WEIGHTED_READOUTS
 from .loop import run_epochs
 from .reference import logistic_regression_accuracy
 
@@ -35,9 +36,11 @@ _LINEAR = {"test_acc_linear": math.nan, "readout_fit_queries": 0, "eval_queries_
 READOUT_METRICS: dict[str, dict[str, Any]] = {
     "linear": _LINEAR, "both": _LINEAR,
     "weighted": {"test_acc_summed": math.nan, "readout_fit_queries": 0},
+    "weighted-or-sum": {"test_acc_summed": math.nan, "readout_fit_queries": 0,
+                        "readout_summed": math.nan},
 }
 """The metrics a read-out logs besides ``METRICS``, at their value for an epoch without an
-evaluation (``weighted`` also logs its block weights, ``readout_block_weights``)."""
+evaluation (the weighted ones also log their block weights, ``readout_block_weights``)."""
 
 
 @dataclass
@@ -229,10 +232,11 @@ class TrainSession:
         linear: dict[str, Any] = {}
         average = self.average.swapped_in() if self.average is not None else nullcontext()
         with average, evaluation(self.trainer, self.net):
-            if t.readout == "weighted":
+            if t.readout in WEIGHTED_READOUTS:
                 found = weighted_goodness(
                     cast(BlockScorer, self.trainer), self.net, data.x_train, data.y_train,
-                    data.x_test, data.y_test, self.trainer.flops)
+                    data.x_test, data.y_test, self.trainer.flops,
+                    or_sum=t.readout == "weighted-or-sum")
                 self.y_pred = found.pop("y_pred")
                 test_acc, fit_acc = found.pop("test_acc"), found.pop("train_acc")
                 return (fit_acc if t.eval_train else math.nan), test_acc, found
@@ -259,7 +263,7 @@ class TrainSession:
             self.average.update()
         q1 = device_queries(net)
         extra = dict(READOUT_METRICS.get(t.readout, {}))
-        if t.readout == "weighted":
+        if t.readout in WEIGHTED_READOUTS:
             extra["readout_block_weights"] = [math.nan] * len(net.blocks)
         train_acc = test_acc = math.nan
         evaluate = epoch + 1 == t.epochs or (epoch + 1) % t.eval_every == 0
