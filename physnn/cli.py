@@ -1,5 +1,5 @@
-"""Command line: ``physnn train``, ``compare``, ``continual``, ``sweep``, ``report``, ``presets``,
-``device``, ``emulate``, ``calibrate``, ``import``, ``fit``, ``check``.
+"""Command line: ``physnn train``, ``compare``, ``continual``, ``sweep``, ``report``,
+``evaluate``, ``presets``, ``device``, ``emulate``, ``calibrate``, ``import``, ``fit``, ``check``.
 
 Each command is a thin layer over the Python API of the same name.
 """
@@ -35,23 +35,35 @@ def _cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_report(a: argparse.Namespace) -> int:
-    from .experiments.report import report
-
-    paths = []
-    for p in a.runs:
-        p = Path(p)
+def _run_logs(names: list[str]) -> list[Path]:
+    """The run logs named: files as given, folders as the ``*.h5`` in them (sorted)."""
+    paths: list[Path] = []
+    for p in map(Path, names):
         runs = sorted(p.glob("*.h5")) if p.is_dir() else [p]
         if not runs:
             raise ValueError(f"no run logs (*.h5) in {p}")
-        for r in runs:
-            paths += report(r, a.out)
-    for p in paths:
-        print(p)
+        paths += runs
+    return paths
+
+
+def _cmd_report(a: argparse.Namespace) -> int:
+    from .experiments.report import report
+
+    for r in _run_logs(a.runs):
+        for p in report(r, a.out):
+            print(p)
     return 0
 
 
 DEFAULT_METHODS_ARG = "phyll,ff,pat,backprop"
+
+
+def _cmd_evaluate(a: argparse.Namespace) -> int:
+    from .experiments.evaluate import evaluate_run, evaluation_markdown
+
+    rows = [evaluate_run(r, readout=a.readout, torch_device=a.device) for r in _run_logs(a.runs)]
+    print(json.dumps(rows, indent=1) if a.json else evaluation_markdown(rows))
+    return 0
 
 
 def _cmd_compare(a: argparse.Namespace) -> int:
@@ -210,39 +222,30 @@ def _device_from(description: str | None, assignments: list[str], record=None):
 def _cmd_calibrate(a: argparse.Namespace) -> int:
     import torch
 
-    from .twins import calibrate, plot_record, summary_text
+    from .twins import calibrate
+    from .twins.sweep import read_inputs_file
 
     if a.threads:
         torch.set_num_threads(a.threads)
     dev = _device_from(a.description, a.set)
-    inputs = "uniform" if a.inputs == "uniform" else _inputs_file(a.inputs)
+    inputs = "uniform" if a.inputs == "uniform" else read_inputs_file(a.inputs)
     settings = {k: v for k, v in (
         ("samples", a.samples), ("repeats", a.repeats), ("drift_checks", a.drift_checks),
         ("seed", a.seed)) if v is not None}
     rec = calibrate(dev, inputs=inputs, out=a.out, command=_command_line(a, ("description",)),
                     progress=not a.no_progress, **settings)
+    return _print_record(rec, a)
+
+
+def _print_record(rec, a: argparse.Namespace) -> int:
+    """A calibration record's summary, where it is and (unless --no-plot) its response plot."""
+    from .twins import plot_record, summary_text
+
     print(summary_text(rec))
     print(f"\nrecord: {a.out}")
     if not a.no_plot:
         print(f"response plot: {plot_record(rec, Path(a.out).with_suffix('.png'))}")
     return 0
-
-
-def _inputs_file(path: str):
-    """Sweep inputs from a .npy / .npz (array 'inputs') / .csv file."""
-    import numpy as np
-
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"sweep inputs file {p} does not exist")
-    if p.suffix == ".npy":
-        return np.load(p)
-    if p.suffix == ".npz":
-        with np.load(p) as z:
-            if "inputs" not in z.files:
-                raise ValueError(f"{p} has no array 'inputs'; it holds {sorted(z.files)}")
-            return z["inputs"]
-    return np.loadtxt(p, delimiter=",", ndmin=2)
 
 
 def _numbers(flag: str, text: str, form: str) -> list[float]:
@@ -280,7 +283,7 @@ def _levels_flag(text: str | None) -> list[float] | None:
 
 
 def _cmd_import(a: argparse.Namespace) -> int:
-    from .twins import import_measurements, plot_record, summary_text, write_record
+    from .twins import import_measurements, write_record
 
     rec = import_measurements(
         a.inputs, a.outputs, fmt=a.format,
@@ -290,11 +293,7 @@ def _cmd_import(a: argparse.Namespace) -> int:
         output_key=a.output_key, command=_command_line(a, ("inputs",)),
     )
     write_record(a.out, rec)
-    print(summary_text(rec))
-    print(f"\nrecord: {a.out}")
-    if not a.no_plot:
-        print(f"response plot: {plot_record(rec, Path(a.out).with_suffix('.png'))}")
-    return 0
+    return _print_record(rec, a)
 
 
 def _cmd_fit(a: argparse.Namespace) -> int:
@@ -399,6 +398,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("runs", nargs="+", help="run logs (.h5) or folders of them")
     r.add_argument("--out", help="folder for the PNGs (default: beside each run log)")
     r.set_defaults(func=_cmd_report)
+
+    ev = sub.add_parser("evaluate", help="score trained runs again from their checkpoints, "
+                        "e.g. with another read-out (no training)")
+    ev.add_argument("runs", nargs="+", help="run logs (.h5) or folders of them")
+    ev.add_argument("--readout", help="train.readout to score with (default: each run's own)")
+    ev.add_argument("--device", default="cpu", help="torch device to simulate on")
+    ev.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ev.set_defaults(func=_cmd_evaluate)
 
     c = sub.add_parser(
         "compare", help="train several learning rules x seeds; table, plots and every run log"

@@ -28,8 +28,7 @@ needs_hillenbrand = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def tiny_config():
+def tiny() -> dict:
     """digits-optical shrunk so a run takes about a second, as plain data (nested dicts, as
     TOML gives them): every entry point takes that as well as an ExperimentConfig."""
     cfg = load_config("digits-optical").to_dict()
@@ -37,6 +36,12 @@ def tiny_config():
     cfg["network"]["hidden"] = [32, 32]
     cfg["train"].update(epochs=4, eval_every=2, inner_steps=3, lr=2e-3)
     return cfg
+
+
+@pytest.fixture
+def tiny_config():
+    """``tiny()`` for one test."""
+    return tiny()
 
 
 def cli_here(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -477,3 +477,20 @@ def test_every_panel_of_an_import_plot_has_content(tmp_path):  # issue 19
     spread = next(ax for ax in fig.axes if ax.get_title().startswith("output spread"))
     assert any("near-constant (1)" in t.get_text() for t in spread.get_legend().get_texts())
     assert plot_record(rec, tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_calibrate_inputs_file_in_each_format(tmp_path, capsys):
+    from physnn.twins.sweep import read_inputs_file
+
+    x = np.arange(6.0).reshape(3, 2) / 10
+    np.save(tmp_path / "x.npy", x)
+    np.savez(tmp_path / "x.npz", inputs=x)
+    np.savez(tmp_path / "other.npz", outputs=x)
+    np.savetxt(tmp_path / "x.csv", x, delimiter=",")
+    for name in ("x.npy", "x.npz", "x.csv"):
+        np.testing.assert_allclose(read_inputs_file(tmp_path / name), x)
+    with pytest.raises(ValueError, match=r"other.npz has no array 'inputs'; it holds \['outputs'\]"):
+        read_inputs_file(tmp_path / "other.npz")
+    assert main(["calibrate", "sim:optical", "--inputs", str(tmp_path / "none.csv"),
+                 "--out", str(tmp_path / "r.h5")]) == 2
+    assert capsys.readouterr().err.strip().endswith("none.csv does not exist")

@@ -225,7 +225,7 @@ class TrainSession:
                     "test_acc_linear"]
         self.memory.start()  # the ledger's peak memory of this run
 
-    def _evaluate(self) -> tuple[float, float, dict[str, Any]]:
+    def evaluate(self) -> tuple[float, float, dict[str, Any]]:
         """(train accuracy, test accuracy, the read-out's own figures) by ``train.readout``."""
         t, data = self.cfg.train, self.data
         train_acc = test_acc = math.nan
@@ -268,7 +268,7 @@ class TrainSession:
         train_acc = test_acc = math.nan
         evaluate = epoch + 1 == t.epochs or (epoch + 1) % t.eval_every == 0
         if evaluate:
-            train_acc, test_acc, found = self._evaluate()
+            train_acc, test_acc, found = self.evaluate()
             extra.update(found)
         for key, value in extra.items():
             m.setdefault(key, []).append(value)

@@ -76,6 +76,22 @@ class CalibrationSettings:
                 )
 
 
+def read_inputs_file(path: str | Path) -> np.ndarray:
+    """Sweep inputs from a .npy / .npz (array ``inputs``) / .csv file (``physnn calibrate
+    --inputs FILE``), one row per input."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"sweep inputs file {p} does not exist")
+    if p.suffix == ".npy":
+        return np.load(p)
+    if p.suffix == ".npz":
+        with np.load(p) as z:
+            if "inputs" not in z.files:
+                raise ValueError(f"{p} has no array 'inputs'; it holds {sorted(z.files)}")
+            return z["inputs"]
+    return np.loadtxt(p, delimiter=",", ndmin=2)
+
+
 def uniform_inputs(domain: Domain, n: int, n_in: int, gen: torch.Generator,
                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """``n`` inputs drawn uniformly over the domain: the range, or each level equally often."""
