@@ -59,9 +59,12 @@ DEFAULT_METHODS_ARG = "phyll,ff,pat,backprop"
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from .experiments.evaluate import evaluate_run, evaluation_markdown
 
-    rows = [evaluate_run(r, readout=a.readout, torch_device=a.device) for r in _run_logs(a.runs)]
+    runs = tqdm(_run_logs(a.runs), desc="evaluate", unit="run", disable=a.no_progress)
+    rows = [evaluate_run(r, readout=a.readout, torch_device=a.device) for r in runs]
     print(json.dumps(rows, indent=1) if a.json else evaluation_markdown(rows))
     return 0
 
@@ -405,6 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--readout", help="train.readout to score with (default: each run's own)")
     ev.add_argument("--device", default="cpu", help="torch device to simulate on")
     ev.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.set_defaults(func=_cmd_evaluate)
 
     c = sub.add_parser(

@@ -55,17 +55,17 @@ def test_a_stopped_run_is_scored_at_its_last_epoch(runs):
 
 def test_the_command_prints_a_table_or_json_and_refuses_in_one_line(runs):
     tmp, weighted, _, _ = runs
-    p = cli_here("evaluate", "w", "e", "--readout", "weighted-or-sum", cwd=tmp)
+    p = cli_here("evaluate", "w", "e", "--readout", "weighted-or-sum", "--no-progress", cwd=tmp)
     assert p.returncode == 0, p.stderr
     assert "| seed0.h5 | 0 | 2 | weighted-or-sum |" in p.stdout
     assert "test_acc over 2 runs:" in p.stdout
-    p = cli_here("evaluate", "w/seed0.h5", "--json", cwd=tmp)
+    p = cli_here("evaluate", "w/seed0.h5", "--json", "--no-progress", cwd=tmp)
     assert json.loads(p.stdout)[0]["test_acc"] == weighted.record["metrics"]["test_acc"][-1]
     for args, message in (
         (("missing.h5",), "physnn evaluate: error: run log missing.h5 does not exist"),
         (("w", "--readout", "best"), "physnn evaluate: error: train.readout must be one of"),
         (("s", "--readout", "linear", "--device", "tpu"), "physnn evaluate: error:"),
     ):
-        p = cli_here("evaluate", *args, cwd=tmp)
+        p = cli_here("evaluate", *args, "--no-progress", cwd=tmp)
         assert p.returncode == 2 and p.stderr.startswith(message), p.stderr
         assert p.stderr.count("\n") == 1
