@@ -20,6 +20,7 @@ def test_an_ensemble_on_shared_devices_from_the_python_api(example: Callable[[st
     n_test = load_digits(seed=0).x_test.shape[0]
     assert out["queries per test set"] == 2 * 10 * 2 * n_test  # members x labels x blocks x tests
     assert min(out["one member"], out["ensemble"], out["ensemble, weighted blocks"]) > 0.5
+    assert out["weighted blocks or the plain sum (1 = sum)"] in (0.0, 1.0)
 
 
 def test_every_example_is_run_by_a_test() -> None:
