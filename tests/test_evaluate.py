@@ -69,3 +69,13 @@ def test_the_command_prints_a_table_or_json_and_refuses_in_one_line(runs):
         p = cli_here("evaluate", *args, "--no-progress", cwd=tmp)
         assert p.returncode == 2 and p.stderr.startswith(message), p.stderr
         assert p.stderr.count("\n") == 1
+
+
+def test_a_continual_run_is_scored_as_it_logged(tmp_path):
+    from test_continual import CFG
+
+    from physnn.experiments.continual import run_continual
+
+    run = run_continual(CFG, tmp_path / "a.h5", arm="phyll", seed=0, progress=False)
+    got = evaluate_run(tmp_path / "a.h5")
+    assert got["epoch"] == 5 and got["test_acc"] == got["logged_test_acc"] == run.metrics["test_acc"][-1]

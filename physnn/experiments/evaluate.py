@@ -34,12 +34,17 @@ def evaluate_run(path: str | Path, *, readout: str | None = None,
     ck = rec.get("checkpoint")
     if ck is None or ck.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} holds no checkpoint this physnn can load (format "
-                         f"{CHECKPOINT_FORMAT}); only runs of physnn train can be evaluated again")
+                         f"{CHECKPOINT_FORMAT}); rerun it with this physnn to evaluate it")
     cfg = load_config(rec["config"])
     if readout is not None:
         cfg = cfg.merged({"train": {"readout": readout}})
     session = TrainSession(cfg, cfg.seed, torch_device, progress=False)
-    session.load_state_dict(ck["state"])
+    try:
+        session.load_state_dict(ck["state"])
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise ValueError(f"{path}'s checkpoint does not fit the network its config builds "
+                         f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})"
+                         ) from None
     train_acc, test_acc, found = session.evaluate()
     logged = np.asarray(rec["metrics"]["test_acc"], dtype=float)
     logged = logged[~np.isnan(logged)]
