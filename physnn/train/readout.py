@@ -203,18 +203,19 @@ def weighted_goodness(scorer: BlockScorer, net: PhysicalNetwork, x_train: Any,
     fit = BlockWeights().fit(s_train, y_train, flops)
     y_pred, y_fit = fit.predict(s_test), fit.predict(s_train)
     assert fit.weight is not None
+    summed = s_test.sum(2).argmax(1)
     found: dict[str, Any] = {}
     if or_sum:
         y_sum = s_train.sum(2).argmax(1)
         use_sum = cross_validated_accuracy(s_train, y_train, flops=flops) <= float(
             (y_sum == y_train).float().mean())
         if use_sum:
-            y_pred, y_fit = s_test.sum(2).argmax(1), y_sum
+            y_pred, y_fit = summed, y_sum
         found["readout_summed"] = float(use_sum)
     return {
         "test_acc": (y_pred == y_test).float().mean().item(),
         "train_acc": (y_fit == y_train).float().mean().item(),
-        "test_acc_summed": (s_test.sum(2).argmax(1) == y_test).float().mean().item(),
+        "test_acc_summed": (summed == y_test).float().mean().item(),
         "readout_fit_queries": fit_queries,
         "readout_block_weights": fit.weight.cpu().tolist(),
         **found,
