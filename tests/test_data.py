@@ -117,6 +117,27 @@ def test_digits_widen_the_inputs_after_the_label_slots():
         make_dataset("toy", x, y, ["a", "b", "c"], test_fraction=0.2, seed=0, digits=2, pad_to=8)
 
 
+def test_the_digit_layout_reads_back_what_split_into_digits_wrote():
+    """``Dataset.digit_layout`` (what an augmentation of the features needs) decodes the digit
+    inputs to the features on their 4**digits steps and encodes them as split_into_digits
+    does; one input per feature has no layout."""
+    from physnn.data.dataset import split_into_digits
+
+    x, y = _toy()
+    two = make_dataset("toy", x, y, ["a", "b", "c"], test_fraction=0.2, seed=0, digits=2,
+                       pad_to=10)
+    layout = two.digit_layout
+    assert layout is not None and (layout.digits, layout.levels, layout.n_features) == (2, 4, 3)
+    assert layout.width == 6 and layout.steps == 15
+    digits = two.x_train[:, 3:9]
+    u = layout.decode(digits)
+    assert torch.equal(u * 15, torch.round(u * 15)) and u.shape == (len(two.x_train), 3)
+    assert torch.equal(layout.encode(u), digits)
+    fine = torch.rand(200, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    np.testing.assert_allclose(layout.encode(fine).numpy(), split_into_digits(fine.numpy(), 2, 4))
+    assert make_dataset("toy", x, y, ["a", "b", "c"], test_fraction=0.2, seed=0).digit_layout is None
+
+
 @pytest.mark.parametrize(("kw", "message"), [
     ({"digits": 0}, r"digits \(inputs per feature\) must be a whole number >= 1, got 0$"),
     ({"digits": 1.5}, r"digits \(inputs per feature\) must be a whole number >= 1, got 1.5$"),

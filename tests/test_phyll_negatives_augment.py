@@ -244,6 +244,52 @@ def test_jitter_stays_in_the_domain_and_keeps_the_label_slots():
     assert levels.violations(out).sum() == 0
 
 
+def test_jitter_moves_the_feature_that_digits_encode_not_one_digit():
+    """With ``data.digits`` the noise moves each feature on its 16 steps and writes it as
+    digits again: every output is a valid digit pair whose feature moved by about sigma
+    (relative), the label slots and the padding stay, and no feature ever jumps by a
+    leading digit's worth (4 steps) under small noise, as independent digits would."""
+    from physnn.data.dataset import DigitLayout
+
+    gen = torch.Generator().manual_seed(0)
+    domain = Domain(levels=(0.0, 1.0, 2.0, 3.0))
+    layout = DigitLayout(digits=2, levels=4, n_features=5)
+    u = torch.randint(4, 16, (2000, 5), generator=gen) / 15  # features away from 0
+    x = torch.cat([torch.zeros(2000, 3), domain.from_unit(layout.encode(u)),
+                   torch.zeros(2000, 2)], 1)  # 3 label slots, 10 digit inputs, 2 padding
+    out = jitter_features(x, gen, 3, 0.05, domain, layout)
+    assert domain.violations(out).sum() == 0
+    assert torch.equal(out[:, :3], x[:, :3]) and torch.equal(out[:, 13:], x[:, 13:])
+    moved = torch.round((layout.decode(out[:, 3:13] / 3) - u) * 15)
+    assert 0.05 < (moved != 0).float().mean().item() < 0.5  # some features moved ...
+    assert moved.abs().max().item() <= 3  # ... by a few steps at most, never by a digit's 4
+    rel = (layout.decode(out[:, 3:13] / 3) / u - 1)
+    assert rel.std().item() == pytest.approx(0.05, rel=0.3)  # sigma, seen through 16 steps
+    assert torch.equal(jitter_features(x, gen, 3, 0.0, domain, layout), x)
+    fn = make_augment("jitter", 0.05, 3, None, domain, layout)
+    assert fn is not None and torch.equal(fn(x, torch.Generator().manual_seed(5)),
+                                          jitter_features(x, torch.Generator().manual_seed(5),
+                                                          3, 0.05, domain, layout))
+
+
+def test_a_run_on_digit_inputs_jitters_every_members_features_whole():
+    """The runner hands ``Dataset.digit_layout`` to the rule: each ensemble member of
+    ``vowels-microwave-digits`` with ``train.augment = "jitter"`` moves whole features."""
+    from physnn.experiments.runner import TrainSession
+
+    cfg = load_config("vowels-microwave-digits").merged(
+        {"data": {"n_speakers": 10}, "train": {"augment": "jitter", "augment_size": 0.1}})
+    session = TrainSession(cfg, 0, "cpu", progress=False)
+    layout, x = session.data.digit_layout, session.data.x_train
+    assert layout is not None and len(session.trainer.members) == 3
+    domain = session.net.blocks[0].device.spec.domain
+    for member in session.trainer.members:
+        gen = torch.Generator()
+        gen.set_state(member.gen.get_state())
+        want = jitter_features(x, gen, session.data.label_slots, 0.1, domain, layout)
+        assert torch.equal(member.augmented(x), want)
+
+
 def test_augmentation_changes_training_batches_only(tiny_config):
     x, y, net, trainer = _setup(tiny_config, augment="shift")
     assert not torch.equal(trainer.augmented(x), x)

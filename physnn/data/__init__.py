@@ -4,7 +4,7 @@ from collections.abc import Callable
 
 from .._plugins import EntryPointRegistry
 from .audio import AudioDataset, load_hillenbrand_audio, speaker_split
-from .dataset import Dataset, LazyFeatures, make_dataset, stratified_split
+from .dataset import Dataset, DigitLayout, LazyFeatures, make_dataset, stratified_split
 from .digits import load_digits
 from .images import SLMFrame, load_fashion_mnist, load_mnist, read_idx, read_idx_folder
 from .table import Table, load_table, read_table, write_table
@@ -52,6 +52,7 @@ __all__ = [
     "load_table",
     "read_idx",
     "read_idx_folder",
+    "DigitLayout",
     "load_digits",
     "load_vowels",
     "make_dataset",

@@ -95,6 +95,42 @@ class LazyFeatures:
 Features = torch.Tensor | LazyFeatures
 
 
+@dataclass(frozen=True)
+class DigitLayout:
+    """Where ``data.digits`` wrote the features (``split_into_digits``): ``n_features`` of them
+    right after the label slots, each as ``digits`` base-``levels`` inputs in [0, 1], every
+    feature's most significant digit first. What an augmentation needs to change a feature,
+    not one of its digits (``physnn.train.augment``)."""
+
+    digits: int
+    levels: int
+    n_features: int
+
+    @property
+    def width(self) -> int:
+        """Inputs the digits take."""
+        return self.digits * self.n_features
+
+    @property
+    def steps(self) -> int:
+        """The largest step a feature can take: ``levels ** digits - 1``."""
+        return self.levels**self.digits - 1
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """``[n, width]`` digits in [0, 1] -> ``[n, n_features]`` features in [0, 1], on the
+        ``steps + 1`` values the digits can write."""
+        d = torch.round(x.reshape(x.shape[0], self.digits, self.n_features) * (self.levels - 1))
+        place = self.levels ** torch.arange(self.digits - 1, -1, -1, device=x.device)
+        return (d * place.to(x.dtype)[:, None]).sum(1) / self.steps
+
+    def encode(self, u: torch.Tensor) -> torch.Tensor:
+        """``[n, n_features]`` features in [0, 1] rounded to ``steps`` and written as digits:
+        ``split_into_digits`` in torch."""
+        step = torch.round(u.clamp(0, 1) * self.steps).long()
+        return torch.cat([(step // self.levels**k) % self.levels
+                          for k in range(self.digits - 1, -1, -1)], 1).to(u.dtype) / (self.levels - 1)
+
+
 @dataclass
 class Dataset:
     """Train and test features and labels, and what a network needs to know about them."""
@@ -111,6 +147,8 @@ class Dataset:
     image_shape: tuple[int, int] | None = None
     """(rows, columns) when the entries after the label slots are an image, row by row (what
     unsupervised PhyLL's hybrid negatives need); None for feature vectors."""
+    digit_layout: DigitLayout | None = None
+    """How ``data.digits`` wrote the features over several inputs; None when one input each."""
 
     @property
     def label_width(self) -> int:
@@ -245,8 +283,9 @@ def make_dataset(
     if image_shape is not None and image_shape[0] * image_shape[1] != x.shape[1]:
         raise ValueError(f"{name}: image_shape {image_shape} does not cover the {x.shape[1]} "
                          "features of a row")
+    layout = DigitLayout(int(digits), int(digit_levels), x.shape[1]) if digits != 1 else None
     return Dataset(name, xt[train], yt[train], xt[test], yt[test], n_classes, class_names, slots,
-                   image_shape)
+                   image_shape, layout)
 
 
 def _impute(name: str, x: np.ndarray, train: np.ndarray, impute_missing: bool) -> np.ndarray:

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from ..core import Domain, make_device
 from ..data import DATASETS, Dataset
-from ..data.dataset import DIGIT_LEVELS
+from ..data.dataset import DIGIT_LEVELS, DigitLayout
 from ..train.averaging import WeightAverage
 from ..train.flops import FlopMeter
 from ..train.ledger import PeakMemory, run_ledger
@@ -127,10 +127,11 @@ def map_into_domain(data: Dataset, domain: Domain) -> Dataset:
 
 
 def make_trainer(cfg: ConfigSource, net: PhysicalNetwork, n_classes: int, seed: int,
-                 label_width: int = 1, image_shape: tuple[int, int] | None = None) -> Trainer:
+                 label_width: int = 1, image_shape: tuple[int, int] | None = None,
+                 digit_layout: DigitLayout | None = None) -> Trainer:
     """The learning rule ``cfg.train.method`` names, for ``net`` (see physnn.train.methods)."""
     return make_rule_trainer(load_config(cfg).train, net, n_classes, seed, label_width,
-                             image_shape)
+                             image_shape, digit_layout)
 
 
 def check_torch_device(name: str) -> None:
@@ -197,7 +198,7 @@ class TrainSession:
         self.data = map_into_domain(self.raw, self.net.blocks[0].device.spec.domain)
         self.trainer: Trainer = make_rule_trainer(
             cfg.train, self.net, self.data.n_classes, seed, self.data.label_width,
-            self.data.image_shape,
+            self.data.image_shape, self.data.digit_layout,
         )
         decay = cfg.train.average
         self.average = WeightAverage(self.trainer.digital_modules(), decay) if decay else None

@@ -12,6 +12,10 @@ change to the measurement. Chosen by ``train.augment``, sized by ``train.augment
   before it was mapped into the device's domain, multiplied by ``1 + e`` with
   ``e ~ N(0, augment_size)`` (default 0.02), then mapped back with ``Domain.from_unit``,
   which clips into the range (or snaps to the levels), so the device's domain is never left.
+  When ``data.digits`` wrote each feature over several inputs, the noise moves the feature
+  the digits encode (rounded back to its ``levels ** digits`` steps and written as digits
+  again), never one digit alone: a flip of a leading digit would move the feature by a
+  quarter of its range.
 
 An augmentation is ``fn(x, gen) -> x_aug`` of the batch's shape; it draws only from ``gen``
 (the trainer's generator, so a resumed run draws the same), never touches the label slots,
@@ -23,11 +27,15 @@ that the ledger does not count (they happen where the inputs are made, not in th
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from ..core.device import Domain
+
+if TYPE_CHECKING:
+    from ..data.dataset import DigitLayout
 
 AugmentFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 """``(training batch, generator) -> augmented batch`` of the same shape."""
@@ -58,13 +66,19 @@ def shift_images(x: torch.Tensor, gen: torch.Generator, slots: int,
 
 
 def jitter_features(x: torch.Tensor, gen: torch.Generator, slots: int, sigma: float,
-                    domain: Domain) -> torch.Tensor:
+                    domain: Domain, digits: DigitLayout | None = None) -> torch.Tensor:
     """Every feature after the label slots times ``1 + N(0, sigma)``, in [0, 1] units, kept
-    inside ``domain`` (see the module)."""
-    e = torch.randn(x.shape[0], x.shape[1] - slots, generator=gen).to(x.device, x.dtype)
-    unit = (x[:, slots:] - domain.lo) / (domain.hi - domain.lo)
+    inside ``domain``; with ``digits``, the features those inputs encode (see the module)."""
+    end = x.shape[1] if digits is None else slots + digits.width
+    unit = (x[:, slots:end] - domain.lo) / (domain.hi - domain.lo)
+    if digits is not None:
+        unit = digits.decode(unit)
+    e = torch.randn(*unit.shape, generator=gen).to(x.device, x.dtype)
+    moved = unit * (1 + sigma * e)
+    if digits is not None:
+        moved = digits.encode(moved)
     out = x.clone()
-    out[:, slots:] = domain.from_unit(unit * (1 + sigma * e))  # clipped (or snapped) into it
+    out[:, slots:end] = domain.from_unit(moved)  # clipped (or snapped) into it
     return out
 
 
@@ -76,16 +90,17 @@ def check_augment(name: str) -> None:
 
 
 def make_augment(name: str, size: float, slots: int, image_shape: tuple[int, int] | None,
-                 domain: Domain) -> AugmentFn | None:
+                 domain: Domain, digits: DigitLayout | None = None) -> AugmentFn | None:
     """The augmentation ``train.augment = name`` sized ``size`` (0: ``DEFAULT_SIZES``) for
-    data with ``slots`` label slots and ``image_shape`` fed to a device with ``domain``;
-    None for ``none``. Refuses, in one line, what the data cannot take."""
+    data with ``slots`` label slots, ``image_shape`` and ``digits`` (``Dataset``'s) fed to a
+    device with ``domain``; None for ``none``. Refuses, in one line, what the data cannot
+    take."""
     check_augment(name)
     if name == "none":
         return None
     size = float(size) or DEFAULT_SIZES[name]
     if name == "jitter":
-        return lambda x, gen: jitter_features(x, gen, slots, size, domain)
+        return lambda x, gen: jitter_features(x, gen, slots, size, domain, digits)
     if image_shape is None:
         raise ValueError("train.augment = 'shift' needs image data (a data set with an "
                          "image_shape, e.g. digits or mnist); use 'jitter' for feature vectors")

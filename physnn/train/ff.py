@@ -15,6 +15,7 @@ model-free: the devices stay black boxes); what differs is FF's own goodness and
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,9 @@ import torch.nn.functional as F
 from .ledger import LedgerFlopMeter
 from .network import Block, PhysicalNetwork
 from .phyll import PhyLL, PhyLLSettings
+
+if TYPE_CHECKING:
+    from ..data.dataset import DigitLayout
 
 
 def ff_goodness(h: torch.Tensor) -> torch.Tensor:
@@ -56,8 +60,9 @@ class ForwardForward(PhyLL):
     s: FFSettings
 
     def __init__(self, net: PhysicalNetwork, settings: FFSettings, gen: torch.Generator,
-                 image_shape: tuple[int, int] | None = None):
-        super().__init__(net, settings, gen, image_shape)
+                 image_shape: tuple[int, int] | None = None,
+                 digit_layout: DigitLayout | None = None):
+        super().__init__(net, settings, gen, image_shape, digit_layout)
         self.flops = LedgerFlopMeter()
 
     def block_loss(self, block: Block, f_pos: torch.Tensor, f_neg: torch.Tensor) -> torch.Tensor:

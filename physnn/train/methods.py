@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import nn
@@ -28,6 +28,9 @@ from .network import PhysicalNetwork
 from .pat import PhysicsAware
 from .phyll import LocalRuleSettings, PhyLL, PhyLLSettings
 from .unsupervised import UnsupervisedPhyLL
+
+if TYPE_CHECKING:
+    from ..data.dataset import DigitLayout
 
 
 class Trainer(Protocol):
@@ -96,26 +99,28 @@ def _local_settings(t: RuleConfig, n_classes: int, label_width: int) -> dict[str
 
 
 def _phyll(t: RuleConfig, net: PhysicalNetwork, n_classes: int, seed: int,
-           label_width: int = 1, image_shape: tuple[int, int] | None = None) -> PhyLL:
+           label_width: int = 1, image_shape: tuple[int, int] | None = None,
+           digit_layout: DigitLayout | None = None) -> PhyLL:
     trainer = PhyLL(net, PhyLLSettings(**_local_settings(t, n_classes, label_width)), _gen(seed),
-                    image_shape)
+                    image_shape, digit_layout)
     trainer.flops = LedgerFlopMeter()  # the same FLOP counting as every other rule
     return trainer
 
 
 def _ff(t: RuleConfig, net: PhysicalNetwork, n_classes: int, seed: int,
-        label_width: int = 1, image_shape: tuple[int, int] | None = None) -> ForwardForward:
+        label_width: int = 1, image_shape: tuple[int, int] | None = None,
+        digit_layout: DigitLayout | None = None) -> ForwardForward:
     s = FFSettings(**_local_settings(t, n_classes, label_width), threshold=t.ff_threshold)
-    return ForwardForward(net, s, _gen(seed), image_shape)
+    return ForwardForward(net, s, _gen(seed), image_shape, digit_layout)
 
 
 def _unsupervised(t: RuleConfig, net: PhysicalNetwork, n_classes: int, seed: int,
-                  label_width: int = 1,
-                  image_shape: tuple[int, int] | None = None) -> UnsupervisedPhyLL:
+                  label_width: int = 1, image_shape: tuple[int, int] | None = None,
+                  digit_layout: DigitLayout | None = None) -> UnsupervisedPhyLL:
     s = PhyLLSettings(**_local_settings(t, n_classes, label_width))
     negatives = negative_generator(t.negatives, image_shape)
     trainer = UnsupervisedPhyLL(net, s, _gen(seed), negatives, image_shape,
-                                directions=t.directions, seed=seed)
+                                directions=t.directions, seed=seed, digit_layout=digit_layout)
     trainer.flops = LedgerFlopMeter()
     return trainer
 
@@ -126,17 +131,20 @@ def _e2e(t: RuleConfig, n_classes: int) -> EndToEndSettings:
 
 
 def _backprop(t: RuleConfig, net: PhysicalNetwork, n_classes: int, seed: int,
-              label_width: int = 1, image_shape: tuple[int, int] | None = None) -> Backprop:
+              label_width: int = 1, image_shape: tuple[int, int] | None = None,
+              digit_layout: DigitLayout | None = None) -> Backprop:
     return Backprop(net, _e2e(t, n_classes), _gen(seed))
 
 
 def _pat(t: RuleConfig, net: PhysicalNetwork, n_classes: int, seed: int,
-         label_width: int = 1, image_shape: tuple[int, int] | None = None) -> PhysicsAware:
+         label_width: int = 1, image_shape: tuple[int, int] | None = None,
+         digit_layout: DigitLayout | None = None) -> PhysicsAware:
     return PhysicsAware(net, _e2e(t, n_classes), _gen(seed), twin=t.pat_twin, mismatch=t.pat_mismatch)
 
 
 Factory = Callable[..., Trainer]
-"""``(train_config, net, n_classes, seed, label_width=1, image_shape=None) -> Trainer``."""
+"""``(train_config, net, n_classes, seed, label_width=1, image_shape=None,
+digit_layout=None) -> Trainer``."""
 
 METHODS: dict[str, Factory] = {
     "phyll": _phyll,
@@ -151,18 +159,20 @@ needing a model: pat, backprop."""
 
 def make_trainer(
     train: RuleConfig, net: PhysicalNetwork, n_classes: int, seed: int, label_width: int = 1,
-    image_shape: tuple[int, int] | None = None,
+    image_shape: tuple[int, int] | None = None, digit_layout: DigitLayout | None = None,
 ) -> Trainer:
     """The trainer ``train.method`` names, for ``net`` (``train``: a config's ``[train]``).
 
     ``label_width``: inputs per class in the label overlay (``Dataset.label_width``); the
     end-to-end rules overlay no label and ignore it. ``image_shape``: the data's
-    (``Dataset.image_shape``), for label-free negatives that need one.
+    (``Dataset.image_shape``), for label-free negatives that need one; ``digit_layout``
+    (``Dataset.digit_layout``), for augmentations that change features written as digits.
     """
     if train.method not in METHODS:
         raise ValueError(f"unknown train.method {train.method!r}; allowed: {sorted(METHODS)}")
     factory = METHODS[train.method]
-    first = factory(train, net, n_classes, seed, label_width=label_width, image_shape=image_shape)
+    data = {"label_width": label_width, "image_shape": image_shape, "digit_layout": digit_layout}
+    first = factory(train, net, n_classes, seed, **data)
     m = getattr(train, "ensemble", 1)
     if m == 1:
         return first
@@ -173,8 +183,7 @@ def make_trainer(
     for k in range(1, m):  # member k: its own weights, directions and rule stream
         gen = torch.Generator().manual_seed(_MEMBER_SEED * k + seed)
         members.append(factory(train, member_network(net, gen), n_classes,
-                               _MEMBER_SEED * k + seed, label_width=label_width,
-                               image_shape=image_shape))
+                               _MEMBER_SEED * k + seed, **data))
     assert all(isinstance(t, PhyLL) for t in members)  # GOODNESS_RULES are PhyLL's kind
     return Ensemble(members)  # type: ignore[arg-type]
 

@@ -15,6 +15,7 @@ rule, number for number.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,9 @@ import torch.nn.functional as F
 from .augment import AugmentFn, make_augment
 from .flops import FlopMeter, signature
 from .network import Block, PhysicalNetwork
+
+if TYPE_CHECKING:
+    from ..data.dataset import DigitLayout
 
 WRONG_LABELS = ("random", "hard", "mixed")
 """``train.wrong_label``: how a negative's wrong label is chosen (see ``LocalRuleSettings``)."""
@@ -161,7 +165,8 @@ class PhyLL:
     """Trains a ``PhysicalNetwork`` block by block, one Adam per block."""
 
     def __init__(self, net: PhysicalNetwork, settings: PhyLLSettings, gen: torch.Generator,
-                 image_shape: tuple[int, int] | None = None):
+                 image_shape: tuple[int, int] | None = None,
+                 digit_layout: DigitLayout | None = None):
         k, c = settings.negatives_per_positive, settings.n_classes
         if not 1 <= k <= c - 1:
             raise ValueError(f"train.negatives_per_positive (distinct wrong labels per sample) "
@@ -175,7 +180,7 @@ class PhyLL:
         self.optimizers = [torch.optim.Adam(b.linear.parameters(), lr=settings.lr) for b in net.blocks]
         self.augment: AugmentFn | None = make_augment(
             settings.augment, settings.augment_size, c * settings.label_width, image_shape,
-            net.blocks[0].device.spec.domain,
+            net.blocks[0].device.spec.domain, digit_layout,
         )
         """The training batches' augmentation (None: ``augment = "none"``)."""
 

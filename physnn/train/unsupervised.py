@@ -13,7 +13,7 @@ is scored; it has no goodness per label to predict with.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,9 @@ import torch.nn.functional as F
 from .negatives import NegativeFn
 from .network import Block, PhysicalNetwork
 from .phyll import PhyLL, PhyLLSettings, phyll_loss
+
+if TYPE_CHECKING:
+    from ..data.dataset import DigitLayout
 
 
 class UnsupervisedPhyLL(PhyLL):
@@ -31,8 +34,8 @@ class UnsupervisedPhyLL(PhyLL):
 
     def __init__(self, net: PhysicalNetwork, settings: PhyLLSettings, gen: torch.Generator,
                  negatives: NegativeFn, image_shape: tuple[int, int] | None = None,
-                 directions: int = 1, seed: int = 0):
-        super().__init__(net, settings, gen, image_shape)
+                 directions: int = 1, seed: int = 0, digit_layout: DigitLayout | None = None):
+        super().__init__(net, settings, gen, image_shape, digit_layout)
         self.negatives = negatives
         self.slots = settings.n_classes * settings.label_width
         self.directions: dict[int, torch.Tensor] = {}
