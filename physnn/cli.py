@@ -59,10 +59,13 @@ DEFAULT_METHODS_ARG = "phyll,ff,pat,backprop"
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
+    import torch
     from tqdm import tqdm
 
     from .experiments.evaluate import evaluate_run, evaluation_markdown
 
+    if a.threads:  # as the runs had it, for their last digits (docs/cluster.md)
+        torch.set_num_threads(a.threads)
     runs = tqdm(_run_logs(a.runs), desc="evaluate", unit="run", disable=a.no_progress)
     rows = [evaluate_run(r, readout=a.readout, torch_device=a.device) for r in runs]
     print(json.dumps(rows, indent=1) if a.json else evaluation_markdown(rows))
@@ -407,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("runs", nargs="+", help="run logs (.h5) or folders of them")
     ev.add_argument("--readout", help="train.readout to score with (default: each run's own)")
     ev.add_argument("--device", default="cpu", help="torch device to simulate on")
+    ev.add_argument("--threads", type=_COUNT, help="torch CPU threads (default: all cores)")
     ev.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.set_defaults(func=_cmd_evaluate)

@@ -59,7 +59,7 @@ def test_the_command_prints_a_table_or_json_and_refuses_in_one_line(runs):
     assert p.returncode == 0, p.stderr
     assert "| seed0.h5 | 0 | 2 | weighted-or-sum |" in p.stdout
     assert "test_acc over 2 runs:" in p.stdout
-    p = cli_here("evaluate", "w/seed0.h5", "--json", "--no-progress", cwd=tmp)
+    p = cli_here("evaluate", "w/seed0.h5", "--json", "--threads", "1", "--no-progress", cwd=tmp)
     assert json.loads(p.stdout)[0]["test_acc"] == weighted.record["metrics"]["test_acc"][-1]
     for args, message in (
         (("missing.h5",), "physnn evaluate: error: run log missing.h5 does not exist"),
@@ -69,6 +69,9 @@ def test_the_command_prints_a_table_or_json_and_refuses_in_one_line(runs):
         p = cli_here("evaluate", *args, "--no-progress", cwd=tmp)
         assert p.returncode == 2 and p.stderr.startswith(message), p.stderr
         assert p.stderr.count("\n") == 1
+    p = cli_here("evaluate", "w", "--threads", "0", cwd=tmp)  # argparse's usage, then the line
+    assert p.returncode == 2 and p.stderr.splitlines()[-1] == (
+        "physnn evaluate: error: argument --threads: expected an integer >= 1, got '0'")
 
 
 def test_a_continual_run_is_scored_as_it_logged(tmp_path):
