@@ -27,18 +27,35 @@ that the ledger does not count (they happen where the inputs are made, not in th
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
 from ..core.device import Domain
 
-if TYPE_CHECKING:
-    from ..data.dataset import DigitLayout
-
 AugmentFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 """``(training batch, generator) -> augmented batch`` of the same shape."""
+
+
+class DigitCodec(Protocol):
+    """Features written over several inputs each, as ``jitter`` needs to see them:
+    ``physnn.data.DigitLayout`` (``Dataset.digit_layout``) is one. A protocol, so the rules
+    need not import the data layer."""
+
+    @property
+    def width(self) -> int:
+        """Inputs the features take, right after the label slots."""
+        ...
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """``[n, width]`` inputs in [0, 1] -> ``[n, features]`` in [0, 1]."""
+        ...
+
+    def encode(self, u: torch.Tensor) -> torch.Tensor:
+        """``[n, features]`` in [0, 1] -> ``[n, width]`` inputs in [0, 1] (rounded)."""
+        ...
+
 
 AUGMENTS = ("none", "shift", "jitter")
 """The values ``train.augment`` takes."""
@@ -66,7 +83,7 @@ def shift_images(x: torch.Tensor, gen: torch.Generator, slots: int,
 
 
 def jitter_features(x: torch.Tensor, gen: torch.Generator, slots: int, sigma: float,
-                    domain: Domain, digits: DigitLayout | None = None) -> torch.Tensor:
+                    domain: Domain, digits: DigitCodec | None = None) -> torch.Tensor:
     """Every feature after the label slots times ``1 + N(0, sigma)``, in [0, 1] units, kept
     inside ``domain``; with ``digits``, the features those inputs encode (see the module)."""
     end = x.shape[1] if digits is None else slots + digits.width
@@ -90,7 +107,7 @@ def check_augment(name: str) -> None:
 
 
 def make_augment(name: str, size: float, slots: int, image_shape: tuple[int, int] | None,
-                 domain: Domain, digits: DigitLayout | None = None) -> AugmentFn | None:
+                 domain: Domain, digits: DigitCodec | None = None) -> AugmentFn | None:
     """The augmentation ``train.augment = name`` sized ``size`` (0: ``DEFAULT_SIZES``) for
     data with ``slots`` label slots, ``image_shape`` and ``digits`` (``Dataset``'s) fed to a
     device with ``domain``; None for ``none``. Refuses, in one line, what the data cannot

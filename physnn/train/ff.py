@@ -15,17 +15,14 @@ model-free: the devices stay black boxes); what differs is FF's own goodness and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
+from .augment import DigitCodec
 from .ledger import LedgerFlopMeter
 from .network import Block, PhysicalNetwork
 from .phyll import PhyLL, PhyLLSettings
-
-if TYPE_CHECKING:
-    from ..data.dataset import DigitLayout
 
 
 def ff_goodness(h: torch.Tensor) -> torch.Tensor:
@@ -61,7 +58,7 @@ class ForwardForward(PhyLL):
 
     def __init__(self, net: PhysicalNetwork, settings: FFSettings, gen: torch.Generator,
                  image_shape: tuple[int, int] | None = None,
-                 digit_layout: DigitLayout | None = None):
+                 digit_layout: DigitCodec | None = None):
         super().__init__(net, settings, gen, image_shape, digit_layout)
         self.flops = LedgerFlopMeter()
 

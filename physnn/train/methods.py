@@ -13,11 +13,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
+from .augment import DigitCodec
 from .backprop import Backprop, EndToEndSettings
 from .ensemble import GOODNESS_RULES, Ensemble, member_network
 from .ff import FFSettings, ForwardForward
@@ -28,9 +29,6 @@ from .network import PhysicalNetwork
 from .pat import PhysicsAware
 from .phyll import LocalRuleSettings, PhyLL, PhyLLSettings
 from .unsupervised import UnsupervisedPhyLL
-
-if TYPE_CHECKING:
-    from ..data.dataset import DigitLayout
 
 
 class Trainer(Protocol):
@@ -100,7 +98,7 @@ def _local_settings(t: RuleConfig, n_classes: int, label_width: int) -> dict[str
 
 def _phyll(t: RuleConfig, net: PhysicalNetwork, n_classes: int, seed: int,
            label_width: int = 1, image_shape: tuple[int, int] | None = None,
-           digit_layout: DigitLayout | None = None) -> PhyLL:
+           digit_layout: DigitCodec | None = None) -> PhyLL:
     trainer = PhyLL(net, PhyLLSettings(**_local_settings(t, n_classes, label_width)), _gen(seed),
                     image_shape, digit_layout)
     trainer.flops = LedgerFlopMeter()  # the same FLOP counting as every other rule
@@ -109,14 +107,14 @@ def _phyll(t: RuleConfig, net: PhysicalNetwork, n_classes: int, seed: int,
 
 def _ff(t: RuleConfig, net: PhysicalNetwork, n_classes: int, seed: int,
         label_width: int = 1, image_shape: tuple[int, int] | None = None,
-        digit_layout: DigitLayout | None = None) -> ForwardForward:
+        digit_layout: DigitCodec | None = None) -> ForwardForward:
     s = FFSettings(**_local_settings(t, n_classes, label_width), threshold=t.ff_threshold)
     return ForwardForward(net, s, _gen(seed), image_shape, digit_layout)
 
 
 def _unsupervised(t: RuleConfig, net: PhysicalNetwork, n_classes: int, seed: int,
                   label_width: int = 1, image_shape: tuple[int, int] | None = None,
-                  digit_layout: DigitLayout | None = None) -> UnsupervisedPhyLL:
+                  digit_layout: DigitCodec | None = None) -> UnsupervisedPhyLL:
     s = PhyLLSettings(**_local_settings(t, n_classes, label_width))
     negatives = negative_generator(t.negatives, image_shape)
     trainer = UnsupervisedPhyLL(net, s, _gen(seed), negatives, image_shape,
@@ -132,13 +130,13 @@ def _e2e(t: RuleConfig, n_classes: int) -> EndToEndSettings:
 
 def _backprop(t: RuleConfig, net: PhysicalNetwork, n_classes: int, seed: int,
               label_width: int = 1, image_shape: tuple[int, int] | None = None,
-              digit_layout: DigitLayout | None = None) -> Backprop:
+              digit_layout: DigitCodec | None = None) -> Backprop:
     return Backprop(net, _e2e(t, n_classes), _gen(seed))
 
 
 def _pat(t: RuleConfig, net: PhysicalNetwork, n_classes: int, seed: int,
          label_width: int = 1, image_shape: tuple[int, int] | None = None,
-         digit_layout: DigitLayout | None = None) -> PhysicsAware:
+         digit_layout: DigitCodec | None = None) -> PhysicsAware:
     return PhysicsAware(net, _e2e(t, n_classes), _gen(seed), twin=t.pat_twin, mismatch=t.pat_mismatch)
 
 
@@ -159,7 +157,7 @@ needing a model: pat, backprop."""
 
 def make_trainer(
     train: RuleConfig, net: PhysicalNetwork, n_classes: int, seed: int, label_width: int = 1,
-    image_shape: tuple[int, int] | None = None, digit_layout: DigitLayout | None = None,
+    image_shape: tuple[int, int] | None = None, digit_layout: DigitCodec | None = None,
 ) -> Trainer:
     """The trainer ``train.method`` names, for ``net`` (``train``: a config's ``[train]``).
 

@@ -15,17 +15,13 @@ rule, number for number.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from .augment import AugmentFn, make_augment
+from .augment import AugmentFn, DigitCodec, make_augment
 from .flops import FlopMeter, signature
 from .network import Block, PhysicalNetwork
-
-if TYPE_CHECKING:
-    from ..data.dataset import DigitLayout
 
 WRONG_LABELS = ("random", "hard", "mixed")
 """``train.wrong_label``: how a negative's wrong label is chosen (see ``LocalRuleSettings``)."""
@@ -166,7 +162,7 @@ class PhyLL:
 
     def __init__(self, net: PhysicalNetwork, settings: PhyLLSettings, gen: torch.Generator,
                  image_shape: tuple[int, int] | None = None,
-                 digit_layout: DigitLayout | None = None):
+                 digit_layout: DigitCodec | None = None):
         k, c = settings.negatives_per_positive, settings.n_classes
         if not 1 <= k <= c - 1:
             raise ValueError(f"train.negatives_per_positive (distinct wrong labels per sample) "

@@ -13,17 +13,15 @@ is scored; it has no goodness per label to predict with.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from .augment import DigitCodec
 from .negatives import NegativeFn
 from .network import Block, PhysicalNetwork
 from .phyll import PhyLL, PhyLLSettings, phyll_loss
-
-if TYPE_CHECKING:
-    from ..data.dataset import DigitLayout
 
 
 class UnsupervisedPhyLL(PhyLL):
@@ -34,7 +32,7 @@ class UnsupervisedPhyLL(PhyLL):
 
     def __init__(self, net: PhysicalNetwork, settings: PhyLLSettings, gen: torch.Generator,
                  negatives: NegativeFn, image_shape: tuple[int, int] | None = None,
-                 directions: int = 1, seed: int = 0, digit_layout: DigitLayout | None = None):
+                 directions: int = 1, seed: int = 0, digit_layout: DigitCodec | None = None):
         super().__init__(net, settings, gen, image_shape, digit_layout)
         self.negatives = negatives
         self.slots = settings.n_classes * settings.label_width
