@@ -124,8 +124,8 @@ class DigitLayout:
         return (d * place.to(x.dtype)[:, None]).sum(1) / self.steps
 
     def encode(self, u: torch.Tensor) -> torch.Tensor:
-        """``[n, n_features]`` features in [0, 1] rounded to ``steps`` and written as digits:
-        ``split_into_digits`` in torch."""
+        """``[n, n_features]`` features in [0, 1] rounded to ``steps`` (half to even) and
+        written as digits: what ``split_into_digits`` writes, and ``jitter`` again."""
         step = torch.round(u.clamp(0, 1) * self.steps).long()
         return torch.cat([(step // self.levels**k) % self.levels
                           for k in range(self.digits - 1, -1, -1)], 1).to(u.dtype) / (self.levels - 1)
@@ -335,10 +335,8 @@ def split_into_digits(xs: np.ndarray, digits: int, levels: int) -> np.ndarray:
                          f"got {levels}")
     if digits == 1:
         return xs
-    digits, levels = int(digits), int(levels)
-    steps = np.rint(xs * (levels**digits - 1)).astype(np.int64)
-    return np.concatenate([(steps // levels**k) % levels / (levels - 1)
-                           for k in range(digits - 1, -1, -1)], axis=1)
+    layout = DigitLayout(int(digits), int(levels), xs.shape[1])
+    return layout.encode(torch.from_numpy(np.asarray(xs, dtype=np.float64))).numpy()
 
 
 def _layout(name: str, xs: np.ndarray, slots: int, pad_to: int | None) -> np.ndarray:
