@@ -1,6 +1,7 @@
-"""The README's main job on a machine other processes keep busy: wall time beside two
-CPU-bound competitors against the same job alone, with physnn's thread defaults and with the
-old ones (torch's: every core, OpenMP threads spin-waiting).
+"""The README's main job (its seeds one after another, without ``--jobs 2``) on a machine
+other processes keep busy: wall time beside two CPU-bound competitors against the same job
+alone, with physnn's thread defaults and with the old ones (torch's: every core, OpenMP
+threads spin-waiting).
 
     python -m benchmarks.loaded [--quick] [--seeds 5] [--epochs N] [--no-old]
 
