@@ -24,6 +24,7 @@ def main(epochs: int = 10, jobs: int = 2, out: str | None = None) -> float:
         "tune_seeds": [100, 101],     # these choose ...
         "report_seeds": [0, 1],       # ... these report the choice, once
         "axes": {"train.lr": [5e-4, 2e-3], "train.inner_steps": [3, 10]},
+        "tie_break": ["flops_train_total:min"],  # equal accuracy: the cheaper digital training
     }
     with tempfile.TemporaryDirectory() as tmp:
         result = sweep(spec, out=Path(out or tmp), jobs=jobs, progress=True)

@@ -18,7 +18,7 @@ import tomli_w
 from physnn.cli import main
 from physnn.experiments.jobs import Executor
 from physnn.experiments.runlog import read_run, write_run
-from physnn.experiments.sweep import Stats, choose, dry_run, load_spec, sweep
+from physnn.experiments.sweep import Stats, SweepResult, choose, chosen_by, dry_run, load_spec, sweep
 
 COMPARED = ("test_acc", "train_acc", "test_acc_linear", "reference_acc", "queries_train",
             "queries_eval", "flops_train_total", "flops_eval")
@@ -61,6 +61,9 @@ def test_the_spec_is_checked_in_one_line_each(tmp_path: Path, tiny_config) -> No
         ({"random": {"draws": 2, "train.lr": {"log_uniform": [0, 1]}}}, "low > 0"),
         ({"base": "no-such-preset"}, "base 'no-such-preset' is neither a preset nor"),
         ({"resources": {"gpus": -1}}, "resources.gpus must be >= 0"),
+        ({"tie_break": "train_acc"}, "tie_break must be a list of metrics, each optionally"),
+        ({"tie_break": ["train_acc:up"]}, "the goal after ':' must be 'max' or 'min', got 'up'"),
+        ({"tie_break": ["Train-Acc"]}, "each tie_break metric must be one of test_acc"),
     ]
     for change, message in bad:
         spec = {**_spec(base), **change}
@@ -142,6 +145,45 @@ def test_choose_takes_the_best_tune_mean_and_refuses_report_seeds() -> None:
     assert choose([failed, a], "test_acc", "max", [0]) is a  # a candidate must finish every seed
     with pytest.raises(ValueError, match="none can be chosen; first problem: failed on 1 seed"):
         choose([failed], "test_acc", "max", [0])
+
+
+def test_a_tie_goes_to_the_tie_break_metrics_in_turn_then_the_first_listed(
+    tmp_path: Path, tiny_config
+) -> None:
+    def row(slug: str, acc: list[float], train: float, queries: float) -> Stats:
+        r = _row(slug, "tune", [100, 101, 102][:len(acc)], acc)
+        for f in r.figures.values():
+            f.update(train_acc=train, queries_train=queries)
+        return r
+
+    b, c, d = (row("b", [0.9, 0.9], 0.95, 100), row("c", [0.9, 0.9], 0.97, 200),
+               row("d", [0.9, 0.9], 0.97, 150))
+    assert choose([b, c, d], "test_acc", "max", [0]) is b
+    assert choose([b, c, d], "test_acc", "max", [0], [("train_acc", "max")]) is c
+    both = [("train_acc", "max"), ("queries_train", "min")]
+    assert choose([b, c, d], "test_acc", "max", [0], both) is d
+    assert choose([b, c, d], "test_acc", "max", [0], [("queries_train", "min")]) is b
+    assert chosen_by([b, c, d], d, "test_acc", "max", both) == \
+        "on a tie of the mean test_acc, by the lower queries_train"
+    assert chosen_by([b, c, d], c, "test_acc", "max", both[:1]) == \
+        "on a tie of the mean test_acc, as the first listed"
+    better = row("a", [0.95, 0.9], 0.5, 900)
+    assert choose([b, better], "test_acc", "max", [0], both) is better  # never over the metric
+    assert chosen_by([b, better], better, "test_acc", "max", both) == ""
+    # the same accuracies in another order tie, although their float means differ in the last bit
+    up, down = row("up", [0.1, 0.2, 0.3], 0.5, 1), row("down", [0.3, 0.2, 0.1], 0.6, 1)
+    assert up.mean("test_acc") != down.mean("test_acc")
+    assert choose([up, down], "test_acc", "max", [0], [("train_acc", "max")]) is down
+    spec = load_spec(_spec(_base(tmp_path, tiny_config), tie_break=["train_acc", "queries_train:min"]))
+    assert spec.tie_break == both and load_spec(
+        {**__import__("tomllib").loads(spec.to_toml()), "base": spec.base}).tie_break == both
+    result = SweepResult(spec, tmp_path, [b, c, d], chosen=d, report=d, chosen_by=chosen_by(
+        [b, c, d], d, "test_acc", "max", both))
+    md = result.markdown()
+    assert "(a tie goes to the higher mean train_acc, then the lower mean queries_train, then " \
+           "the first listed)" in md
+    assert "; on a tie of the mean test_acc, by the lower queries_train)" in md
+    assert result.as_dict()["chosen_by"] == result.chosen_by
 
 
 @pytest.fixture(scope="module")

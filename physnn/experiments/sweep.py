@@ -6,14 +6,16 @@ trial is an ordinary run (``runner.run``) with its own resumable run log in
 ``OUT/NAME/trials/CANDIDATE/seed<S>.h5``, the candidate's folder named from its parameters,
 so rerunning the same command skips finished trials and resumes the rest, on whichever
 executor (``jobs.Executor``). With ``tune_seeds`` and ``report_seeds`` the sweep runs every
-candidate on the tune seeds only, picks by the mean of ``select`` over them, then runs the
-chosen one on the report seeds; report-seed results never reach the choice.
+candidate on the tune seeds only, picks by the mean of ``select`` over them (ties broken by
+``tie_break``, then the first listed), then runs the chosen one on the report seeds;
+report-seed results never reach the choice.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +70,17 @@ def _finished(path: Path, cfg: ExperimentConfig) -> dict[str, float] | None:
     return trial_figures(path, rec)
 
 
-def choose(rows: list[Stats], metric: str, goal: str, report_seeds: list[int]) -> Stats:
-    """The candidate with the best mean ``metric`` over its tune seeds (the first on a tie).
+def _score(r: Stats, metric: str, goal: str) -> float:
+    """Higher is better; NaN is worst. Rounded so that equal means over different seed
+    orders tie exactly (float sums can differ in their last bit)."""
+    v = r.mean(metric)
+    return -math.inf if math.isnan(v) else round(v if goal == "max" else -v, 12)
+
+
+def choose(rows: list[Stats], metric: str, goal: str, report_seeds: list[int],
+           tie_break: Sequence[tuple[str, str]] = ()) -> Stats:
+    """The candidate with the best mean ``metric`` over its tune seeds; on a tie, the best by
+    each ``(metric, goal)`` of ``tie_break`` in turn, then the first listed.
 
     Refuses any row that holds a report seed: selection never sees one.
     """
@@ -84,8 +95,22 @@ def choose(rows: list[Stats], metric: str, goal: str, report_seeds: list[int]) -
         first = next((r.status for r in rows if r.errors), "no value of the metric")
         raise ValueError(f"no candidate has {metric!r} on every tune seed, so none can be chosen; "
                          f"first problem: {first}")
-    sign = 1.0 if goal == "max" else -1.0
-    return max(eligible, key=lambda r: sign * r.mean(metric))  # max keeps the first on a tie
+    keys = [(metric, goal), *tie_break]
+    return max(eligible, key=lambda r: tuple(_score(r, m, g) for m, g in keys))  # first on a tie
+
+
+def chosen_by(rows: list[Stats], chosen: Stats, metric: str, goal: str,
+              tie_break: Sequence[tuple[str, str]] = ()) -> str:
+    """How ``choose`` settled a tie on ``metric`` ("" when there was none), for the table."""
+    tied = [r for r in rows if r is not chosen and r.complete
+            and _score(r, metric, goal) == _score(chosen, metric, goal)]
+    if not tied:
+        return ""
+    for m, g in tie_break:
+        tied = [r for r in tied if _score(r, m, g) == _score(chosen, m, g)]
+        if not tied:
+            return f"on a tie of the mean {metric}, by the {'higher' if g == 'max' else 'lower'} {m}"
+    return f"on a tie of the mean {metric}, as the first listed"
 
 
 def _run_phase(phase: str, cands: list[Candidate], seeds: list[int], spec: SweepSpec,
@@ -166,11 +191,13 @@ def sweep(
             raise ValueError(f"every trial of sweep {s.name!r} failed; first: {rows[0].status}")
         if s.protocol:
             for r in rows:
-                if r.figures and s.select not in next(iter(r.figures.values())):
-                    raise ValueError(f"select {s.select!r} is not a figure of these runs; try "
-                                     f"{', '.join(ACCURACIES)} or a run-ledger entry")
+                for m in [s.select, *(m for m, _ in s.tie_break)]:
+                    if r.figures and m not in next(iter(r.figures.values())):
+                        raise ValueError(f"{m!r} (select or tie_break) is not a figure of these "
+                                         f"runs; try {', '.join(ACCURACIES)} or a run-ledger entry")
             try:
-                result.chosen = choose(rows, s.select, s.goal, s.report_seeds)
+                result.chosen = choose(rows, s.select, s.goal, s.report_seeds, s.tie_break)
+                result.chosen_by = chosen_by(rows, result.chosen, s.select, s.goal, s.tie_break)
             except ValueError:
                 result.write()  # the tune table shows what went wrong
                 raise
@@ -201,5 +228,5 @@ def dry_run(spec: str | Path | dict[str, Any] | SweepSpec, out: str | Path = "ru
     return "\n".join(lines)
 
 
-__all__ = ["Candidate", "Stats", "SweepResult", "SweepSpec", "choose", "dry_run", "load_spec",
-           "run_trial", "sweep", "trial_figures"]
+__all__ = ["Candidate", "Stats", "SweepResult", "SweepSpec", "choose", "chosen_by", "dry_run",
+           "load_spec", "run_trial", "sweep", "trial_figures"]

@@ -67,6 +67,8 @@ class SweepResult:
     folder: Path
     rows: list[Stats]
     chosen: Stats | None = None
+    chosen_by: str = ""
+    """How a tie on the metric was settled ("" when there was none)."""
     report: Stats | None = None
     executor: str = ""
     wall_time_s: float = 0.0
@@ -80,6 +82,10 @@ class SweepResult:
     def _metric_label(self) -> str:
         better = "higher" if self.spec.goal == "max" else "lower"
         return f"{self.spec.select} ({better} is better)"
+
+    def _ties(self) -> str:
+        order = [f"the {'higher' if g == 'max' else 'lower'} mean {m}" for m, g in self.spec.tie_break]
+        return " (a tie goes to " + ", then ".join([*order, "the first listed"]) + ")"
 
     def table(self) -> list[dict[str, Any]]:
         """One row per candidate and phase: parameters, mean ± std, per seed, the ledger."""
@@ -137,8 +143,9 @@ class SweepResult:
         if s.protocol:
             lines += [
                 f"**Held-out protocol.** Tune seeds {_seed_text(s.tune_seeds)} chose, by the mean "
-                f"{self._metric_label()} over them; report seeds {_seed_text(s.report_seeds)} "
-                "report the chosen candidate, run once. No report seed entered the choice.", ""]
+                f"{self._metric_label()} over them{self._ties()}; report seeds "
+                f"{_seed_text(s.report_seeds)} report the chosen candidate, run once. No report "
+                "seed entered the choice.", ""]
         else:
             lines += [f"Every candidate on seeds {_seed_text(s.seeds)}; no choice made.", ""]
         lines += [f"Ran on {self.executor}; sweep wall time {self.wall_time_s:.0f} s.", ""]
@@ -163,7 +170,8 @@ class SweepResult:
             rep = self.report
             lines += [
                 "", f"## Report seeds {_seed_text(s.report_seeds)}: the chosen candidate, once", "",
-                f"Chosen: `{rep.candidate.slug}` (tune seeds: {fmt(*self.chosen.mean_std(metric))}).",
+                f"Chosen: `{rep.candidate.slug}` (tune seeds: {fmt(*self.chosen.mean_std(metric))}"
+                f"{'; ' + self.chosen_by if self.chosen_by else ''}).",
                 "",
                 f"| {metric} mean ± std | per seed | logistic regression, same splits | "
                 "train device queries | wall time per run (s) | status |",
@@ -237,10 +245,12 @@ class SweepResult:
                     "errors": {str(k): v for k, v in r.errors.items()}, "status": r.status}
         return {
             "name": self.spec.name, "select": self.spec.select, "goal": self.spec.goal,
+            "tie_break": [f"{m}:{g}" for m, g in self.spec.tie_break],
             "tune_seeds": self.spec.tune_seeds, "report_seeds": self.spec.report_seeds,
             "seeds": self.spec.seeds, "executor": self.executor, "command": self.command,
             "wall_time_s": self.wall_time_s, "rows": [stats(r) for r in self.rows],
             "chosen": self.chosen.candidate.slug if self.chosen else None,
+            "chosen_by": self.chosen_by,
             "report": stats(self.report) if self.report else None,
         }
 

@@ -19,7 +19,7 @@ import tomli_w
 from .config import ExperimentConfig, apply_overrides, base_source, nested, presets
 
 SPEC_KEYS = ("name", "base", "set", "seeds", "tune_seeds", "report_seeds", "select", "goal",
-             "retries", "axes", "random", "resources")
+             "tie_break", "retries", "axes", "random", "resources")
 DISTRIBUTIONS = ("uniform", "log_uniform", "int_uniform", "choice")
 ACCURACIES = ("test_acc", "test_acc_linear", "test_acc_summed", "train_acc")
 """Metrics a sweep can select by besides the run ledger's entries (``queries_train``,
@@ -123,6 +123,8 @@ class SweepSpec:
     report_seeds: list[int] = field(default_factory=list)
     select: str = "test_acc"
     goal: str = "max"
+    tie_break: list[tuple[str, str]] = field(default_factory=list)
+    """(metric, goal) pairs that order candidates whose mean ``select`` ties, in turn."""
     retries: int = 2
     cpus: float | None = None
     gpus: float = 0.0
@@ -178,7 +180,10 @@ class SweepSpec:
         for key in ("seeds", "tune_seeds", "report_seeds"):
             if getattr(self, key):
                 d[key] = getattr(self, key)
-        d.update(select=self.select, goal=self.goal, retries=self.retries)
+        d.update(select=self.select, goal=self.goal)
+        if self.tie_break:
+            d["tie_break"] = [f"{m}:{g}" for m, g in self.tie_break]
+        d["retries"] = self.retries
         if self.axes:
             d["axes"] = self.axes
         if self.random:
@@ -313,14 +318,36 @@ def _seeds(spec: SweepSpec, data: dict[str, Any], where: str) -> None:
                          "selects on a report seed (tune on seeds >= 100, report on 0-9)")
 
 
+def _check_metric(metric: str, key: str, where: str) -> None:
+    if metric not in ACCURACIES and not re.fullmatch(r"[a-z_]+", metric):
+        raise ValueError(f"{where}: {key} must be one of {', '.join(ACCURACIES)} or a run-ledger "
+                         f"entry such as queries_train or wall_time_s, got {metric!r}")
+
+
+def _tie_break(value: Any, where: str) -> list[tuple[str, str]]:
+    """``["train_acc", "queries_train:min"]`` -> [(metric, goal), ...]; goal ``max`` unless
+    given after a colon."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{where}: tie_break must be a list of metrics, each optionally with "
+                         f"':max' or ':min' (e.g. [\"queries_train:min\"]), got {value!r}")
+    out = []
+    for item in value:
+        metric, _, goal = item.partition(":")
+        _check_metric(metric, "each tie_break metric", where)
+        if goal not in ("", "max", "min"):
+            raise ValueError(f"{where}: tie_break {item!r}: the goal after ':' must be 'max' or "
+                             f"'min', got {goal!r}")
+        out.append((metric, goal or "max"))
+    return out
+
+
 def _choice_and_resources(spec: SweepSpec, data: dict[str, Any], where: str) -> None:
     spec.select = str(data.get("select", "test_acc"))
-    if spec.select not in ACCURACIES and not re.fullmatch(r"[a-z_]+", spec.select):
-        raise ValueError(f"{where}: select must be one of {', '.join(ACCURACIES)} or a run-ledger "
-                         f"entry such as queries_train or wall_time_s, got {spec.select!r}")
+    _check_metric(spec.select, "select", where)
     spec.goal = str(data.get("goal", "max"))
     if spec.goal not in ("max", "min"):
         raise ValueError(f"{where}: goal must be 'max' or 'min', got {spec.goal!r}")
+    spec.tie_break = _tie_break(data.get("tie_break", []), where)
     spec.retries = data.get("retries", 2)
     if not isinstance(spec.retries, int) or spec.retries < 0:
         raise ValueError(f"{where}: retries must be an integer >= 0, got {spec.retries!r}")
