@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import io
 import json
+import multiprocessing
 import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from tqdm import tqdm
 
+from physnn.experiments import jobs as jobs_module
 from physnn.experiments.jobs import (
+    Executor,
     Job,
+    report_progress,
     run_jobs,
     usable_cores,
     worker_threads,
@@ -31,6 +38,39 @@ def _refuse(x: int) -> int:
 
 def _die(x: int) -> int:
     os._exit(3)  # a worker killed mid-job (out of memory, kill -9)
+
+
+def _count_to(n: int, pause: float) -> int:
+    for k in range(n + 1):
+        report_progress(k, n)
+        time.sleep(pause)
+    return n
+
+
+def test_a_pools_bar_shows_the_steps_of_its_running_jobs() -> None:
+    """With --jobs each run's own epoch bar is off (workers share one terminal); the parent's
+    bar names the running runs and their epochs instead."""
+    out = io.StringIO()
+    bar = tqdm(total=2, file=out, disable=False, mininterval=0)
+    jobs = [Job(f"count {c}", _count_to, {"n": 3, "pause": 0.8}) for c in "ab"]
+    outcomes = jobs_module._run_pool(jobs, Executor(jobs=2, threads=1), bar)
+    bar.close()
+    assert [o.result for o in outcomes] == [3, 3]
+    text = out.getvalue()
+    for c in "ab":
+        assert re.search(rf"count {c} [0-3]/3", text), text
+    assert report_progress(1, 2) is None  # outside a pool worker: nothing to tell, no error
+
+
+def test_reporting_progress_costs_microseconds(monkeypatch) -> None:
+    steps = multiprocessing.get_context("spawn").Queue()
+    monkeypatch.setattr(jobs_module, "_PROGRESS", steps)
+    t0 = time.perf_counter()
+    for k in range(2000):
+        report_progress(k, 2000)
+    per_call = (time.perf_counter() - t0) / 2000
+    assert per_call < 200e-6, f"{per_call * 1e6:.0f} us per epoch report"  # 5 us measured
+    assert steps.get(timeout=10) == (-1, 0, 2000)
 
 
 def test_a_pool_returns_the_results_in_order() -> None:

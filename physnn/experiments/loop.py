@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from .._version import __version__
 from .config import same_config
+from .jobs import report_progress
 from .runlog import hold_run_log, read_run, write_run
 
 CHECKPOINT_FORMAT = 2
@@ -129,6 +130,7 @@ def _run_held(session: Session, out: Path, *, config: dict[str, Any], name: str,
         range(start, last), total=epochs, initial=start, desc=desc, unit="epoch", leave=False,
         disable=None if progress else True,  # None: bars only on a terminal, not in logs
     )
+    report_progress(start, epochs)  # in a pool worker the parent's bar shows it instead
     for epoch in bar:
         postfix = session.epoch(epoch)
         if postfix:
@@ -148,6 +150,7 @@ def _run_held(session: Session, out: Path, *, config: dict[str, Any], name: str,
                 "state": session.state_dict(),
             },
         })
+        report_progress(epoch + 1, epochs)
     bar.close()
     session.end()
     return read_run(out)
