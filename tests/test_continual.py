@@ -87,6 +87,18 @@ def test_interrupted_run_resumes_to_the_same_numbers(tmp_path):
         run_continual(other, part, arm="phyll", seed=1, progress=False)
 
 
+def test_image_shifts_reach_a_continual_run_as_they_reach_train(tmp_path):
+    """The rule gets the data's image shape, as in ``physnn train``: without it a shift
+    augmentation was refused as if the digits were not images."""
+    cfg = copy.deepcopy(CFG)
+    cfg["train"].update(augment="shift", augment_size=1, epochs=2)
+    shifted = run_continual(cfg, tmp_path / "s.h5", arm="phyll", seed=0, progress=False)
+    plain = run_continual({**CFG, "train": {**CFG["train"], "epochs": 2}}, tmp_path / "p.h5",
+                          arm="phyll", seed=0, progress=False)
+    assert shifted.metrics["epoch"].tolist() == [1, 2]
+    assert not np.array_equal(shifted.metrics["loss"], plain.metrics["loss"])  # it did shift
+
+
 @pytest.mark.parametrize("readout", ["linear", "both", "weighted"])
 def test_a_read_out_it_would_ignore_is_refused(tmp_path, readout):
     cfg = copy.deepcopy(CFG)

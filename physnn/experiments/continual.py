@@ -169,7 +169,7 @@ class ContinualSession:
         self.net = build_network(cfg, raw.n_features, seed, torch_device)
         self.data = map_into_domain(raw, self.net.blocks[0].device.spec.domain)
         self.trainer = make_trainer(cfg, self.net, self.data.n_classes, seed,
-                                    self.data.label_width,
+                                    self.data.label_width, self.data.image_shape,
                                     digit_layout=self.data.digit_layout)
         self.monitor = DropMonitor(c.monitor_window, c.drop_points, c.recover_points,
                                    label=f"{cfg.name} {arm} seed {seed}")
