@@ -178,6 +178,8 @@ def _init_pool_worker(threads: int, progress: Any = None) -> None:
     global _PROGRESS
     _init_worker(threads)
     _PROGRESS = progress
+    if progress is not None:
+        progress.cancel_join_thread()  # exiting never waits on unsent progress: it can go
     for sig in (signal.SIGINT, signal.SIGTERM):  # unwind as Ctrl-C: temporary files removed
         signal.signal(sig, _interrupt)
 
@@ -299,9 +301,11 @@ def _run_pool(jobs: list[Job], ex: Executor, bar: tqdm) -> list[Outcome]:
     outcomes: list[Outcome | None] = [None] * len(jobs)
     attempts = [0] * len(jobs)
     queue = deque(range(len(jobs)))
-    steps = ctx.Queue() if not bar.disable else None  # the running jobs' epochs, for the bar
     shown: dict[int, str] = {}
     while queue:
+        # the running jobs' epochs, for the bar; a fresh queue per pool, since a worker killed
+        # while writing to one can leave its lock held
+        steps = ctx.Queue() if not bar.disable else None
         pool = ProcessPoolExecutor(
             max_workers=min(n_workers, len(queue)), mp_context=ctx, initializer=_init_pool_worker,
             initargs=(worker_threads(ex.jobs, ex.threads), steps),
