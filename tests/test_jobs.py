@@ -56,27 +56,20 @@ def _count_to(n: int, pause: float) -> int:
 
 def test_a_pools_bar_shows_the_steps_of_its_running_jobs(tmp_path: Path) -> None:
     """With --jobs each run's own epoch bar is off (workers share one terminal); the parent's
-    bar names the running runs and their epochs instead."""
+    bar names the running runs and their epochs instead. A worker that dies breaks its pool
+    and that pool's queue: on the fresh pool the jobs start again, report and finish."""
     out = io.StringIO()
-    bar = tqdm(total=2, file=out, disable=False, mininterval=0)
-    jobs = [Job(f"count {c}", _count_to, {"n": 3, "pause": 0.8}) for c in "ab"]
-    outcomes = jobs_module._run_pool(jobs, Executor(jobs=2, threads=1), bar)
+    bar = tqdm(total=3, file=out, disable=False, mininterval=0)
+    jobs = [Job("dies once", _die_once, {"marker": str(tmp_path / "died")}),
+            *(Job(f"count {c}", _count_to, {"n": 3, "pause": 0.8}) for c in "ab")]
+    outcomes = jobs_module._run_pool(jobs, Executor(jobs=2, threads=1, retries=1), bar)
     bar.close()
-    assert [o.result for o in outcomes] == [3, 3]
+    assert [o.result for o in outcomes] == [1, 3, 3] and (tmp_path / "died").exists()
     text = out.getvalue()
     for c in "ab":
         assert re.search(rf"count {c} [0-3]/3", text), text
+    assert re.search(r"count a [0-3]/3, count b [0-3]/3", text), text  # side by side
     assert report_progress(1, 2) is None  # outside a pool worker: nothing to tell, no error
-    # a worker that dies mid-job breaks the pool and its queue; on the fresh pool both jobs
-    # start again, report and finish
-    out = io.StringIO()
-    bar = tqdm(total=2, file=out, disable=False, mininterval=0)
-    jobs = [Job("dies once", _die_once, {"marker": str(tmp_path / "died")}),
-            Job("count c", _count_to, {"n": 2, "pause": 0.8})]
-    outcomes = jobs_module._run_pool(jobs, Executor(jobs=2, threads=1, retries=1), bar)
-    bar.close()
-    assert [o.result for o in outcomes] == [1, 2] and (tmp_path / "died").exists()
-    assert re.search(r"count c [0-2]/2", out.getvalue())
 
 
 def test_reporting_progress_costs_microseconds(monkeypatch) -> None:
