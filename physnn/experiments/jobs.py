@@ -455,9 +455,11 @@ class RaySteps:
         self.latest: dict[int, tuple[int, int, int]] = {}
 
     def put(self, message: tuple[int, int, int]) -> None:
+        """Keep ``(job, done, total)`` as that job's latest."""
         self.latest[message[0]] = message
 
     def take(self) -> list[tuple[int, int, int]]:
+        """The latest message of each job that reported since the last call."""
         out, self.latest = list(self.latest.values()), {}
         return out
 
@@ -513,6 +515,8 @@ def _run_ray(jobs: list[Job], ex: Executor, bar: tqdm) -> list[Outcome]:
         threads = ex.threads or max(1, int(ex.job_cpus))
         task = ray.remote(_ray_call)
         steps = None if bar.disable else ray.remote(num_cpus=0)(RaySteps).remote()
+        if steps is not None:  # up before the runs start: a short first run's epochs show too
+            ray.get(steps.take.remote())
         refs = {
             task.options(  # the name is the task's in Ray's dashboard and its process title
                 name=job.label, num_cpus=ex.job_cpus, num_gpus=ex.gpus, max_retries=ex.retries,
