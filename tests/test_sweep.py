@@ -440,6 +440,17 @@ def test_a_ray_bar_shows_the_steps_of_its_running_jobs(ray_instance) -> None:
     assert jobs_module._run_ray(jobs[:1], Executor(ray="local"), quiet)[0].result == 4
 
 
+def test_a_lost_progress_actor_costs_the_bar_and_nothing_else(ray_instance) -> None:
+    from physnn.experiments.jobs import RaySteps, _take, _ToActor
+
+    actor = ray_instance.remote(num_cpus=0)(RaySteps).remote()
+    _ToActor(actor).put_nowait((0, 1, 2))
+    assert _take(ray_instance, actor) == [(0, 1, 2)]
+    ray_instance.kill(actor)
+    _ToActor(actor).put_nowait((0, 2, 2))  # a task reporting to it does not fail
+    assert _take(ray_instance, actor) is None  # the parent drops the postfix, not the runs
+
+
 def test_reporting_progress_to_ray_costs_under_a_few_milliseconds(ray_instance) -> None:
     """Once an epoch, in the task: a call nothing waits for (0.4 ms measured on the 2 busy
     cores of a loaded machine; a round trip to the actor would wait for its reply too)."""

@@ -531,11 +531,24 @@ def _run_ray(jobs: list[Job], ex: Executor, bar: tqdm) -> list[Outcome]:
             for ref in done:
                 shown.pop(refs[ref], None)
                 outcomes[refs[ref]] = _ray_outcome(ray, ref, ex)
-            if steps is not None:
-                _show_steps(bar, ray.get(steps.take.remote()), shown, jobs,
-                            {refs[r] for r in pending})
+            messages = _take(ray, steps)
+            if messages is None:  # the bar's actor is lost (its node died): the runs go on
+                steps = None
+            else:
+                _show_steps(bar, messages, shown, jobs, {refs[r] for r in pending})
             bar.update(len(done))
     return [o if o is not None else Outcome(error="not run") for o in outcomes]
+
+
+def _take(ray: Any, steps: Any) -> list[tuple[int, int, int]] | None:
+    """The running jobs' latest progress from the ``RaySteps`` actor; ``None`` when there is
+    no actor or it is gone, which never fails the runs it only shows."""
+    if steps is None:
+        return None
+    try:
+        return list(ray.get(steps.take.remote(), timeout=30))
+    except Exception:  # noqa: BLE001 - any Ray error here only loses the postfix
+        return None
 
 
 def _ray_outcome(ray: Any, ref: Any, ex: Executor) -> Outcome:
