@@ -418,7 +418,7 @@ def _count_on_ray(n: int, pause: float) -> int:
 
 def test_a_ray_bar_shows_the_steps_of_its_running_jobs(ray_instance) -> None:
     """Ray tasks reach the parent's bar through an actor, as pool workers do through a
-    queue; a task Ray reuses the worker of reports to no stale bar."""
+    queue. Ray reuses its workers: a later task without a bar reports to no stale actor."""
     import io
     import re
 

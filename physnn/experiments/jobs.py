@@ -515,8 +515,8 @@ def _run_ray(jobs: list[Job], ex: Executor, bar: tqdm) -> list[Outcome]:
         threads = ex.threads or max(1, int(ex.job_cpus))
         task = ray.remote(_ray_call)
         steps = None if bar.disable else ray.remote(num_cpus=0)(RaySteps).remote()
-        if steps is not None:  # up before the runs start: a short first run's epochs show too
-            ray.get(steps.take.remote())
+        if _take(ray, steps) is None:  # up before the runs start, so a short first run's
+            steps = None               # epochs show too; one that cannot start costs the bar
         refs = {
             task.options(  # the name is the task's in Ray's dashboard and its process title
                 name=job.label, num_cpus=ex.job_cpus, num_gpus=ex.gpus, max_retries=ex.retries,
