@@ -1,6 +1,8 @@
 """The learning rules (phyll, ff, pat, backprop) on one network contract, and the ledger."""
 
 import copy
+import mmap
+import sys
 
 import numpy as np
 import pytest
@@ -188,6 +190,29 @@ def test_peak_memory_sees_a_large_allocation():
     big += 1
     peak = mem.stop()
     del big
+    assert peak >= 48 * 2**20
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="MADV_PAGEOUT is Linux's")
+def test_peak_memory_sees_an_allocation_while_mapped_file_pages_are_reclaimed(tmp_path):
+    """CI once read a peak of 0 for 64 MiB: the kernel had reclaimed file pages (libraries)
+    during the measure, and the whole RSS fell by more than the tensor added."""
+    size = 128 * 2**20
+    with open(tmp_path / "f", "wb+") as f:
+        f.truncate(size)
+        m = mmap.mmap(f.fileno(), size)
+        m.write(b"x" * size)  # resident file pages, counted in the RSS
+        m.flush()
+        mem = PeakMemory("cpu").start()
+        try:
+            m.madvise(21)  # MADV_PAGEOUT: reclaim them, as memory pressure would
+        except OSError:
+            pytest.skip("this kernel has no MADV_PAGEOUT")
+        big = torch.ones(64 * 2**20 // 4)
+        big += 1
+        peak = mem.stop()
+        del big
+        m.close()
     assert peak >= 48 * 2**20
 
 

@@ -165,15 +165,32 @@ class LedgerFlopMeter(FlopMeter):
 
 
 # -- memory -----------------------------------------------------------------------------------
-def _rss_bytes() -> int:
+def _statm_bytes() -> tuple[int, int] | None:
+    """(resident, resident anonymous) bytes of this process, or None off Linux."""
     try:
         with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):  # not Linux: peak RSS of the whole process
-        import resource
+            fields = f.read().split()
+        page = os.sysconf("SC_PAGE_SIZE")
+        return int(fields[1]) * page, (int(fields[1]) - int(fields[2])) * page
+    except (OSError, ValueError, IndexError):
+        return None
 
-        scale = 1 if os.uname().sysname == "Darwin" else 1024
-        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale
+
+def _rss_bytes() -> int:
+    statm = _statm_bytes()
+    if statm is not None:
+        return statm[0]
+    import resource  # not Linux: peak RSS of the whole process
+
+    scale = 1 if os.uname().sysname == "Darwin" else 1024
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale
+
+
+def _anon_bytes() -> int:
+    """Resident anonymous memory (what tensors take): unlike the whole RSS it does not drop
+    when the kernel reclaims the pages of mapped libraries, which would hide a run's growth."""
+    statm = _statm_bytes()
+    return statm[1] if statm is not None else _rss_bytes()
 
 
 def _reset_rss_peak() -> bool:
@@ -204,7 +221,10 @@ class PeakMemory:
     On Linux the kernel tracks the peak resident set size (VmHWM) exactly and for free;
     ``start`` resets it, so the peak reported is *above the RSS when the run started* (the
     process's own baseline: Python, torch, the data set). Elsewhere a background thread
-    samples the RSS every ``interval_s`` (short allocations can be missed). Memory the
+    samples the RSS every ``interval_s`` (short allocations can be missed). The growth of
+    anonymous memory still held at the end counts too: file pages the kernel reclaims during
+    the run (a loaded machine, a memory cgroup) lower the whole RSS and could hide it.
+    Memory the
     allocator keeps from earlier runs in the same process hides part of a later run's
     growth, so for clean numbers measure one run per process (as
     benchmarks/depth_scaling.py does).
@@ -216,6 +236,8 @@ class PeakMemory:
         self.method = "cuda_max_memory_allocated" if self.device.type == "cuda" else "rss_sampled"
         self._peak = 0
         self._base = 0
+        self._base_anon = 0
+        self._peak_anon = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -226,7 +248,7 @@ class PeakMemory:
             self._base = torch.cuda.memory_allocated(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
         else:
-            self._base = _rss_bytes()
+            self._base, self._base_anon = _rss_bytes(), _anon_bytes()
             if _reset_rss_peak() and _rss_peak_bytes() is not None:
                 self.method = "rss_peak_kernel"
             else:
@@ -237,6 +259,7 @@ class PeakMemory:
     def _sample(self) -> None:
         while not self._stop.wait(self.interval_s):
             self._peak = max(self._peak, _rss_bytes())
+            self._peak_anon = max(self._peak_anon, _anon_bytes())
 
     @property
     def peak_bytes(self) -> int:
@@ -245,7 +268,9 @@ class PeakMemory:
             return int(torch.cuda.max_memory_allocated(self.device) - self._base)
         if self.method == "rss_peak_kernel":
             self._peak = max(self._peak, _rss_peak_bytes() or 0)
-        return max(0, max(self._peak, _rss_bytes()) - self._base)
+        whole = max(self._peak, _rss_bytes()) - self._base
+        anon = max(self._peak_anon, _anon_bytes()) - self._base_anon
+        return max(0, whole, anon)
 
     def stop(self) -> int:
         """End the sampling thread, if any; returns the peak bytes above the baseline."""
