@@ -32,8 +32,8 @@ from physnn.core.atomic import write_text_atomic
 
 # Run order: the machine record first (its load average is the one at the start), the cheap
 # bandwidth limits next, the long epoch and loaded-machine measurements last.
-MODULES: tuple[str, ...] = ("machine", "limits", "acoustic", "wave_gradient", "optical", "epoch",
-                            "loaded", "executors")
+MODULES: tuple[str, ...] = ("machine", "limits", "acoustic", "wave_gradient", "optical",
+                            "microwave", "epoch", "loaded", "executors")
 PACKAGE = "benchmarks"
 DEFAULT_OUT = "bench-out"
 SCHEMA = 1

@@ -259,3 +259,11 @@ def test_standalone_scripts_still_run():
                        text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     assert p.stdout.count("ok ") == 8
+
+
+def test_the_microwave_module_measures_the_flips_solvers_error_against_the_dense_solve():
+    from benchmarks import microwave
+
+    (row,) = microwave.agreement_rows()
+    suite.validate_row(row)
+    assert row["ok"] is True and 0 < row["value"] <= 1e-3  # 0: a solver compared with itself

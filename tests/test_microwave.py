@@ -305,6 +305,48 @@ def test_one_bit_elements_have_a_zero_gradient_but_run():
     assert x.grad is not None and torch.equal(x.grad, torch.zeros_like(x))
 
 
+# -- solver = "flips": the Woodbury update of the two reference states ---------------------
+_PERTURBED = [{"kind": "drift", "sigma": 2.0}, {"kind": "sudden", "at": 1, "action": "move"},
+              {"kind": "sudden", "at": 2, "action": "flip"}]
+
+
+@pytest.mark.parametrize("kw", [{}, {"n_tx": 2, "n_rx": 2, "n_out": 12}, {"chunk": 3},
+                                {"perturbations": _PERTURBED}])
+def test_the_flips_solver_gives_the_dense_answer(kw):
+    dense, flips = cavity(seed=7, **kw), cavity(seed=7, solver="flips", **kw)
+    for d in (dense, flips):
+        d.advance(3)  # a no-op without perturbations; drift, a moved scatterer, flipped elements
+    x = configs(11)
+    x[0], x[1], x[2] = 0.0, 3.0, 0.0  # every element at a reference state, then a single flip
+    x[2, 5] = 1.0
+    for reverse in (False, True):
+        want = dense.transfer(x, reverse=reverse)
+        assert torch.allclose(flips.transfer(x, reverse=reverse), want, rtol=1e-10, atol=1e-13)
+        single = flips.transfer(x.float(), reverse=reverse).to(want.dtype)  # complex64
+        assert ((single - want).abs() / want.abs()).max() < 1e-3
+    assert torch.allclose(flips.transfer(x[:2]), dense.transfer(x[:2]), rtol=1e-10, atol=1e-13)
+
+
+def test_the_flips_solver_keeps_the_zero_gradient_of_one_bit_elements():
+    dev = cavity(seed=17, solver="flips")
+    x = configs(3).requires_grad_(True)
+    y = dev.forward_with_grad(x)
+    assert torch.allclose(y, cavity(seed=17)(x.detach()), rtol=1e-10)
+    y.sum().backward()
+    assert x.grad is not None and torch.equal(x.grad, torch.zeros_like(x))
+
+
+@pytest.mark.parametrize("kw, words", [
+    ({"solver": "lu"}, ["unknown solver 'lu'", "dense", "flips"]),
+    ({"solver": "flips", "elements_per_feature": 1}, ["flips", "elements_per_feature = 2"]),
+    ({"solver": "flips", "ms_states": (1.0, 1.0)}, ["flips", "two different element states"]),
+])
+def test_a_solver_that_cannot_apply_is_refused_in_one_line(kw, words):
+    with pytest.raises(ValueError) as e:
+        cavity(**kw)
+    assert "\n" not in str(e.value) and all(w in str(e.value) for w in words)
+
+
 def test_spec_and_accounting():
     dev = cavity(switch_time_s=2e-4, measure_time_s=8e-4, source_power_w=1e-3, bias_power_w=0.5)
     spec = dev.spec

@@ -192,41 +192,66 @@ class MetasurfaceCavity(Perturbable, Device):
         key = (str(device), cdtype)
         if key not in self._cache:
             rdtype = torch.float64 if cdtype == torch.complex128 else torch.float32
-            self._cache[key] = {
-                "s0": self._s0.to(device, cdtype),
-                "u": self._u.to(device, cdtype),
-                "h0": self._h0.to(device, cdtype),
-                "norm": (2 * (self._load[:, :, None] * self._load[:, None, :]).sqrt()).to(
-                    device, rdtype
-                ),
-            }
+            fixed = {"s0": self._s0, "u": self._u, "h0": self._h0}
+            if self.config.solver == "flips":
+                fixed.update(self._references())
+            self._cache[key] = {k: v.to(device, cdtype) for k, v in fixed.items()}
+            self._cache[key]["norm"] = (
+                2 * (self._load[:, :, None] * self._load[:, None, :]).sqrt()
+            ).to(device, rdtype)
         return self._cache[key]
 
+    def _references(self) -> dict[str, torch.Tensor]:
+        """What ``solver = "flips"`` needs of its two reference states (all elements off, all
+        on), stacked ``[2, ...]`` and in complex128: the inverse ``R^-1`` of the metasurface
+        system, ``R^-1 u`` and ``R^-T u``, the transfer ``c = h0 + u^T R^-1 u`` and the inverse
+        change ``1 / (d_other - d_ref)`` of each element's inverse polarisability."""
+        states = self.ms_states.to(self._s0.device, torch.float64)
+        spread = self.ms_spread.to(self._s0.device, torch.float64)
+        ms = slice(self.n_fixed, None)
+        d = [self.inverse_polarizability(s * spread, ms) for s in states[:2]]  # [f, M] each
+        rinv = torch.linalg.inv(torch.stack([self._s0 + torch.diag_embed(di) for di in d]))
+        w = rinv @ self._u
+        return {
+            "rinv": rinv,
+            "w": w,
+            "v": rinv.transpose(-1, -2) @ self._u,
+            "c": self._h0 + self._u.transpose(-1, -2) @ w,
+            "dinv": torch.stack([1 / (d[1] - d[0]), 1 / (d[0] - d[1])]),
+        }
+
     # -- the metasurface ---------------------------------------------------------------
+    def element_bits(self, x: torch.Tensor) -> torch.Tensor:
+        """States of the 1-bit elements (``elements_per_feature = 2``) for inputs ``x``
+        ``[B, n_in]`` -> ``[B, M]`` in ``x``'s dtype: 1 where an element sits at ``ms_states[1]``
+        (a flipped element's bit is inverted). Zero gradient: levels -> bits is piecewise constant."""
+        lv = torch.round(x)
+        hi = torch.floor(lv / 2)
+        bits = torch.stack([hi, lv - 2 * hi], dim=-1).flatten(1)  # [B, 2 n_in]: hi, lo
+        if self._flipped is not None:  # an inverted element: on and off trade places
+            bits = torch.where(self._flipped.to(x.device), 1 - bits, bits)
+        return bits
+
     def element_resonances(self, x: torch.Tensor) -> torch.Tensor:
         """Resonance ``nu`` of every metasurface element for inputs ``x`` ``[B, n_in]`` -> ``[B, M]``."""
         states = self.ms_states.to(device=x.device, dtype=x.dtype)
         spread = self.ms_spread.to(device=x.device, dtype=x.dtype)
-        flipped = None if self._flipped is None else self._flipped.to(x.device)
         if self.config.elements_per_feature == 2:
-            lv = torch.round(x)  # zero gradient: the level -> bits map is piecewise constant
-            hi = torch.floor(lv / 2)
-            bits = torch.stack([hi, lv - 2 * hi], dim=-1).flatten(1)  # [B, 2 n_in]: hi, lo
-            if flipped is not None:  # an inverted element: on and off trade places
-                bits = torch.where(flipped, 1 - bits, bits)
-            res = states[0] + (states[1] - states[0]) * bits
+            res = states[0] + (states[1] - states[0]) * self.element_bits(x)
         else:  # piecewise-linear interpolation between the 4 states: a continuous relaxation
             i = torch.floor(x).clamp(0, 2)
             t = x - i
             i = i.long()
             res = states[i] * (1 - t) + states[i + 1] * t
-            if flipped is not None:
+            if self._flipped is not None:
                 rev = states.flip(0)
+                flipped = self._flipped.to(x.device)
                 res = torch.where(flipped, rev[i] * (1 - t) + rev[i + 1] * t, res)
         return res * spread
 
     def transfer(self, x: torch.Tensor, reverse: bool = False) -> torch.Tensor:
-        """Complex transmission ``s[b, rx, tx, f]`` (``|s| <= 1``), the fast Schur path.
+        """Complex transmission ``s[b, rx, tx, f]`` (``|s| <= 1``), the fast Schur path
+        (``config.solver``: one dense solve per sample, or the flipped elements' update).
 
         ``reverse=True`` drives the receivers and probes the transmitters, returning
         ``s[b, tx, rx, f]`` (equal to the forward one transposed, by reciprocity).
@@ -239,9 +264,17 @@ class MetasurfaceCavity(Perturbable, Device):
         tx = slice(0, cfg.n_tx)
         rx = slice(cfg.n_tx, self.n_ant)
         src, rcv = (rx, tx) if reverse else (tx, rx)
+        norm = t["norm"][:, rcv, src]
+        if cfg.solver == "flips":
+            bits = self.element_bits(x)
+            out = [self._solve_flips(bits[b0 : b0 + cfg.chunk], t, src, rcv)
+                   for b0 in range(0, x.shape[0], cfg.chunk)]
+            s = torch.cat(out) * norm
+            if x.requires_grad and torch.is_grad_enabled():  # keep the (exactly zero) gradient
+                s = s + (0 * bits.sum(1))[:, None, None, None]
+            return s.permute(0, 2, 3, 1)
         u_src, u_rcv = t["u"][..., src], t["u"][..., rcv]
         h0 = t["h0"][:, rcv, src]
-        norm = t["norm"][:, rcv, src]
         inv = self.inverse_polarizability(self.element_resonances(x), slice(self.n_fixed, None))
         out = []
         for b0 in range(0, x.shape[0], cfg.chunk):
@@ -252,6 +285,38 @@ class MetasurfaceCavity(Perturbable, Device):
             h = h0 + u_rcv.transpose(-1, -2) @ sol  # [b, f, rcv, src]
             out.append(h * norm)
         return torch.cat(out).permute(0, 2, 3, 1)
+
+    def _solve_flips(self, bits: torch.Tensor, t: dict[str, torch.Tensor], src: slice,
+                     rcv: slice) -> torch.Tensor:
+        """``h[b, f, rcv, src]`` by Woodbury: ``S = R + P D P^T`` with ``R`` the nearer
+        reference state (all off or all on), ``P`` its ``k`` flipped elements and ``D`` their
+        change of inverse polarisability, so ``u^T S^-1 u = u^T R^-1 u - (P^T R^-T u)^T K^-1
+        (P^T R^-1 u)`` with ``K = D^-1 + P^T R^-1 P``: a ``k x k`` solve, ``k <= M / 2``.
+
+        A sample with fewer flips than the batch's ``k`` fills its other slots with unflipped
+        elements given a vanishing change (``D^-1`` = 1e15, 1e100 in complex128): each adds
+        a decoupled row whose ``z`` is ~1e-15 of the others, below the dtype's rounding."""
+        ref = (2 * bits.sum(1) > bits.shape[1]).long()  # [b]: 1 where all-on is nearer
+        flip = bits != ref[:, None].to(bits.dtype)
+        c = t["c"][ref][:, :, rcv, src]  # [b, f, rcv, src]
+        k = int(flip.sum(1).max())
+        if k == 0:
+            return c
+        n, nf, m = len(bits), self.n_freq, self.n_ms
+        order = torch.argsort((~flip).to(torch.uint8), dim=1, stable=True)[:, :k]  # flips first
+        idx = order[:, None, :]  # [b, 1, k]
+        f = torch.arange(nf, device=bits.device)[None, :, None]
+        rows = ((ref[:, None, None] * nf + f) * m + idx).reshape(-1)  # [b f k] into [2 f M]
+        kk = t["rinv"].reshape(-1, m).index_select(0, rows).view(n, nf, k, m)
+        kk = torch.gather(kk, 3, idx[:, :, None, :].expand(n, nf, k, k))
+        big = 1e100 if kk.dtype == torch.complex128 else 1e15
+        dinv = t["dinv"].reshape(-1).index_select(0, rows).view(n, nf, k)
+        kk.diagonal(dim1=-2, dim2=-1).add_(torch.where(torch.gather(flip, 1, order)[:, None, :],
+                                                       dinv, torch.full_like(dinv, big)))
+        w = t["w"].reshape(-1, self.n_ant).index_select(0, rows).view(n, nf, k, -1)
+        v = t["v"].reshape(-1, self.n_ant).index_select(0, rows).view(n, nf, k, -1)
+        z = torch.linalg.solve(kk, w[..., src])
+        return c - v[..., rcv].transpose(-1, -2) @ z
 
     def _measure(self, x: torch.Tensor) -> torch.Tensor:
         y = self.gain * self.transfer(x).abs().flatten(1).to(x.dtype)

@@ -9,6 +9,8 @@ from ...core.device import finite_fields
 
 LEVELS = (0.0, 1.0, 2.0, 3.0)
 """The 4 input levels (2 bits) of every feature."""
+SOLVERS = ("dense", "flips")
+"""The ways a query can solve the metasurface's system (``MicrowaveConfig.solver``)."""
 
 
 @dataclass
@@ -96,6 +98,13 @@ class MicrowaveConfig:
     """Metasurface bias power drawn while a configuration is held."""
     chunk: int = 50
     """Samples per batched solve (bounds memory: chunk x n_freq x M x M complex numbers)."""
+    solver: str = "dense"
+    """How a query solves the metasurface's coupled system. ``"dense"``: one ``M x M`` solve
+    per sample and frequency. ``"flips"`` (1-bit elements only): only the ``k <= M / 2``
+    elements whose bit differs from the nearer of two precomputed states (all off, all on)
+    enter a ``k x k`` solve, a Woodbury update of that state's inverse: several times faster
+    (benchmarks/microwave_solver.py), the same physics to rounding (complex64: ~1e-4
+    relative, like ``dense``) but not bit-identical to it, so the presets keep ``dense``."""
     perturbations: list[dict[str, Any]] = field(default_factory=list)
     """Resonance drift and sudden changes (see physnn.core.perturbation); empty: stable."""
     seed: int = 0
@@ -171,6 +180,7 @@ class MicrowaveConfig:
             raise ValueError(f"n_scatterers must be >= 0, got {self.n_scatterers}")
         if self.chunk < 1:
             raise ValueError(f"chunk must be >= 1, got {self.chunk}")
+        self._check_solver()
         if self.gain is not None and not self.gain > 0:
             raise ValueError(f"gain must be > 0, got {self.gain}")
         for name, n in (("tx_positions", self.n_tx), ("rx_positions", self.n_rx)):
@@ -181,3 +191,14 @@ class MicrowaveConfig:
             if len(pos) != n or any(len(p) != 2 for p in pos):
                 raise ValueError(f"{name} must hold {n} (x, y) positions, got {pos}")
             setattr(self, name, pos)
+
+    def _check_solver(self) -> None:
+        if self.solver not in SOLVERS:
+            raise ValueError(f"unknown solver {self.solver!r}; allowed: {', '.join(SOLVERS)}")
+        if self.solver == "flips" and self.elements_per_feature != 2:
+            raise ValueError("solver 'flips' needs 1-bit elements (elements_per_feature = 2), got "
+                             f"elements_per_feature = {self.elements_per_feature}")
+        states = self.ms_states or ()
+        if self.solver == "flips" and len(set(states)) < 2:
+            raise ValueError(f"solver 'flips' needs two different element states, got ms_states "
+                             f"{self.ms_states}")
