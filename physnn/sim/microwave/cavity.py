@@ -267,9 +267,14 @@ class MetasurfaceCavity(Perturbable, Device):
         norm = t["norm"][:, rcv, src]
         if cfg.solver == "flips":
             bits = self.element_bits(x)
-            out = [self._solve_flips(bits[b0 : b0 + cfg.chunk], t, src, rcv)
+            m = bits.shape[1]
+            n_flips = torch.minimum(bits.sum(1), m - bits.sum(1))
+            perm = torch.argsort(n_flips, stable=True)  # chunks of alike k: less padding
+            out = [self._solve_flips(bits[perm[b0 : b0 + cfg.chunk]], t, src, rcv)
                    for b0 in range(0, x.shape[0], cfg.chunk)]
-            s = torch.cat(out) * norm
+            s = out[0].new_empty((x.shape[0], *out[0].shape[1:]))
+            s[perm] = torch.cat(out)
+            s = s * norm
             if x.requires_grad and torch.is_grad_enabled():  # keep the (exactly zero) gradient
                 s = s + (0 * bits.sum(1))[:, None, None, None]
             return s.permute(0, 2, 3, 1)
