@@ -101,6 +101,19 @@ def test_reader_missing_path(tmp_path):
         read_hillenbrand_table(tmp_path)
 
 
+def test_a_missing_relative_data_path_names_the_directory_it_was_looked_up_from(
+        tmp_path, monkeypatch):
+    """A preset's relative data.path (the wave presets') works only from the repository root."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as err:
+        read_hillenbrand_table("../shared/data/hillenbrand")
+    msg = str(err.value)
+    assert f"looked up from {tmp_path}" in msg and "data.path=DIR" in msg and "\n" not in msg
+    with pytest.raises(FileNotFoundError) as err:
+        read_hillenbrand_table(tmp_path / "nowhere")
+    assert "looked up from" not in str(err.value)  # an absolute path needs no directory
+
+
 def test_reader_rejects_files_that_are_not_the_table(tmp_path):
     f = tmp_path / "notes.txt"
     f.write_text("just some text\nwith no token lines\n")

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .dataset import Dataset
-from .vowels import _NOT_DOWNLOADED, HILLENBRAND_VOWELS, read_hillenbrand_wav
+from .vowels import _NOT_DOWNLOADED, HILLENBRAND_VOWELS, _not_found, read_hillenbrand_wav
 
 AUDIO_GROUPS = ("m", "w", "b", "g")
 """Speaker groups of Hillenbrand's file names: men, women, boys, girls."""
@@ -167,7 +167,7 @@ def _files(
         )
     folder = Path(path).expanduser()
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder} is not a folder. {_NOT_DOWNLOADED}")
+        raise _not_found(f"{folder} is not a folder", folder)
     if not any(folder.glob("*.wav")) and (folder / "wav").is_dir():
         folder = folder / "wav"
     found = [m for p in sorted(folder.glob("*.wav")) if (m := _FILE.match(p.name))]

@@ -114,14 +114,21 @@ class VowelTable:
 # --------------------------------------------------------------------------- Hillenbrand
 
 
+def _not_found(message: str, path: Path) -> FileNotFoundError:
+    """Missing data; a relative path names the directory it was looked up from (a preset's
+    relative ``data.path`` only works from the repository root)."""
+    where = "" if path.is_absolute() else f" (looked up from {Path.cwd()})"
+    return FileNotFoundError(f"{message}{where}; pass data.path=DIR. {_NOT_DOWNLOADED}")
+
+
 def _table_file(path: str | Path) -> Path:
     p = Path(path).expanduser()
     if not p.exists():
-        raise FileNotFoundError(f"{p} does not exist. {_NOT_DOWNLOADED}")
+        raise _not_found(f"{p} does not exist", p)
     if p.is_dir():
         f = p / "vowdata.dat"
         if not f.is_file():
-            raise FileNotFoundError(f"no vowdata.dat in folder {p}. {_NOT_DOWNLOADED}")
+            raise _not_found(f"no vowdata.dat in folder {p}", p)
         return f
     return p
 
@@ -228,13 +235,13 @@ def read_hillenbrand_wav(
 
     d = Path(folder).expanduser()
     if not d.is_dir():
-        raise FileNotFoundError(f"{d} is not a folder. {_NOT_DOWNLOADED}")
+        raise _not_found(f"{d} is not a folder", d)
     if files is None and not any(d.glob("*.wav")) and (d / "wav").is_dir():
         d = d / "wav"
     if files is None:
         paths = sorted(d.glob("*.wav"))
         if not paths:
-            raise FileNotFoundError(f"no .wav files in {d}. {_NOT_DOWNLOADED}")
+            raise _not_found(f"no .wav files in {d}", d)
     else:
         files = [str(n) for n in files]
         if files and (d / "wav").is_dir() and not (d / _wav_name(files[0])).exists():
