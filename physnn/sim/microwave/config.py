@@ -103,7 +103,7 @@ class MicrowaveConfig:
     per sample and frequency. ``"flips"`` (1-bit elements only): only the ``k <= M / 2``
     elements whose bit differs from the nearer of two precomputed states (all off, all on)
     enter a ``k x k`` solve, a Woodbury update of that state's inverse: several times faster
-    (benchmarks/microwave_solver.py), the same physics to rounding (complex64: ~1e-4
+    (python -m benchmarks.microwave), the same physics to rounding (complex64: ~1e-4
     relative, like ``dense``) but not bit-identical to it, so the presets keep ``dense``."""
     perturbations: list[dict[str, Any]] = field(default_factory=list)
     """Resonance drift and sudden changes (see physnn.core.perturbation); empty: stable."""
