@@ -407,30 +407,22 @@ def _ray_trials() -> list[int]:
     return out
 
 
-def _count_on_ray(n: int, pause: float) -> int:
-    from physnn.experiments.jobs import report_progress
-
-    for k in range(n + 1):
-        report_progress(k, n)
-        time.sleep(pause)
-    return n
-
-
 def test_a_ray_bar_shows_the_steps_of_its_running_jobs(ray_instance) -> None:
     """Ray tasks reach the parent's bar through an actor, as pool workers do through a
     queue. Ray reuses its workers: a later task without a bar reports to no stale actor."""
     import io
     import re
 
+    import test_jobs  # the pool's counting job, sent to Ray's workers by value
     from tqdm import tqdm
 
     from physnn.experiments import jobs as jobs_module
     from physnn.experiments.jobs import Job
 
-    ray_instance.cloudpickle.register_pickle_by_value(__import__(__name__))
+    ray_instance.cloudpickle.register_pickle_by_value(test_jobs)
     out = io.StringIO()
     bar = tqdm(total=2, file=out, disable=False, mininterval=0)
-    jobs = [Job(f"count {c}", _count_on_ray, {"n": 4, "pause": 0.7}) for c in "ab"]
+    jobs = [Job(f"count {c}", test_jobs._count_to, {"n": 4, "pause": 0.7}) for c in "ab"]
     outcomes = jobs_module._run_ray(jobs, Executor(ray="local"), bar)
     bar.close()
     assert [o.result for o in outcomes] == [4, 4]
