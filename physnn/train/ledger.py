@@ -224,9 +224,8 @@ class PeakMemory:
     samples the RSS every ``interval_s`` (short allocations can be missed). The growth of
     anonymous memory still held at the end counts too: file pages the kernel reclaims during
     the run (a loaded machine, a memory cgroup) lower the whole RSS and could hide it.
-    Memory the
-    allocator keeps from earlier runs in the same process hides part of a later run's
-    growth, so for clean numbers measure one run per process (as
+    Memory the allocator keeps from earlier runs in the same process hides part of a later
+    run's growth, so for clean numbers measure one run per process (as
     benchmarks/depth_scaling.py does).
     """
 
